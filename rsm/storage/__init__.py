@@ -1,0 +1,1 @@
+"""Storage backends: in-memory (simulation, tests) and LMDB (production)."""
