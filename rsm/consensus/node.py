@@ -23,7 +23,7 @@ compacted prefix.
 
 from __future__ import annotations
 
-import random
+from typing import Protocol
 
 import attrs
 
@@ -60,6 +60,12 @@ KNOWN_BUGS = frozenset(
 _M = MessageType
 
 
+class Rng(Protocol):
+    """The one source of randomness the core uses (a seeded `random.Random` fits)."""
+
+    def randrange(self, stop: int, /) -> int: ...
+
+
 def _round_bytes(round_id: int) -> bytes:
     return round_id.to_bytes(8, "big")
 
@@ -72,7 +78,7 @@ class Node:
         node_id: NodeId,
         config: Config,
         storage: Storage,
-        rng: random.Random,
+        rng: Rng,
         *,
         applied: int = 0,
         bugs: frozenset[str] = frozenset(),
@@ -104,7 +110,6 @@ class Node:
         self._round_acks: dict[NodeId, int] = {}
         self._pending_reads: list[tuple[int, bytes, NodeId, int]] = []  # (round, ctx, origin, index)
         self._reads_before_commit: list[tuple[bytes, NodeId]] = []
-        self._need_broadcast = False
         # Incoming snapshot (follower).
         self._incoming_snapshot: SnapshotMeta | None = None
         self._incoming_offset = 0
@@ -201,6 +206,11 @@ class Node:
         else:
             self._tick_election()
 
+    def campaign(self) -> None:
+        """Start an election now, as if the election timeout had passed."""
+        if self.role != Role.LEADER and self.id in self.conf.voters:
+            self._campaign(pre=self.config.pre_vote)
+
     def propose(self, data: bytes) -> int:
         """Append a command to the log; returns its index. Leader only."""
         return self.propose_batch([data])
@@ -272,6 +282,8 @@ class Node:
         timeout = self.config.election_timeout_ticks
         self.randomized_election_timeout = timeout + self.rng.randrange(timeout)
         self.votes = {}
+        self._need_broadcast = False
+        self._read_round_wanted = False
         self._drop_pending_reads()
 
     def _become_follower(self, term: int, leader: NodeId | None) -> None:
@@ -298,7 +310,7 @@ class Node:
         self.leader_id = self.id
         last = self.log.last_index()
         self.progress = {}
-        for member in self.conf.members:
+        for member in sorted(self.conf.members):
             pr = Progress(next=last + 1, is_learner=member not in self.conf.voters)
             self.progress[member] = pr
         own = self.progress.setdefault(self.id, Progress(next=last + 1))
@@ -465,6 +477,10 @@ class Node:
         invariant(meta is not None, "SNAPSHOT message without metadata")
         assert meta is not None
         resp = Message(type=_M.SNAPSHOT_RESP, src=self.id, dst=m.src, term=self.term, index=meta.index)
+        if self._ready_snapshot is not None:
+            # One snapshot install per batch: its chunks must not be mixed with
+            # another snapshot's. The leader resends after a heartbeat.
+            return
         if meta.index <= self.log.committed:
             # Nothing to learn: we already have everything it covers.
             self._send(_evolve(resp, index=self.log.committed, done=True))

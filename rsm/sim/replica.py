@@ -73,7 +73,9 @@ class SimReplica:
             self.sim.send(msg)
         if rd.must_persist():
             self.busy = True
-            self.sim.schedule(self.sim.disk_latency(), self._finish, rd, self.incarnation)
+            latency = self.sim.disk_latency()
+            self.sim.schedule(latency, self._finish, rd, self.incarnation)
+            self.sim.maybe_crash_during_write(self.id, latency)
         else:
             self._finish(rd, self.incarnation)
 
