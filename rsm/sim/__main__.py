@@ -23,15 +23,17 @@ from rsm.sim.cluster import SimOptions, run_seed
 @click.option("--steps", default=3000, show_default=True, help="Events per seed in the chaos phase.")
 @click.option("--clients", default=4, show_default=True)
 @click.option("--bug", "bugs", multiple=True, type=click.Choice(sorted(KNOWN_BUGS)), help="Switch on a known bug (tests the checks).")
+@click.option("--profile", type=click.Choice(["mixed", "chaos", "leader-churn"]), default="mixed", show_default=True,
+              help="Fault profile (mixed draws one per seed).")
 @click.option("--no-linearizability", is_flag=True, help="Skip the history check (faster).")
 @click.option("--stop-on-failure/--keep-going", default=True, show_default=True)
 def main(
     seeds: int, first_seed: int, nodes: int, steps: int, clients: int, bugs: tuple[str, ...],
-    no_linearizability: bool, stop_on_failure: bool,
+    profile: str, no_linearizability: bool, stop_on_failure: bool,
 ) -> None:
     options = SimOptions(
         nodes=nodes, steps=steps, clients=clients, bugs=frozenset(bugs),
-        check_linearizability=not no_linearizability,
+        check_linearizability=not no_linearizability, profile=profile,
     )
     total_steps = 0
     failures = 0
@@ -50,6 +52,7 @@ def main(
             for line in result.trace[-30:]:
                 click.echo(f"    {line}")
             click.echo(f"  replay: python -m rsm.sim --seed {seed} --seeds 1 --nodes {nodes} --steps {steps}"
+                       f" --clients {clients} --profile {profile}"
                        + "".join(f" --bug {b}" for b in bugs))
             if stop_on_failure:
                 break

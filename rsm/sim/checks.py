@@ -25,7 +25,8 @@ from collections.abc import Sequence
 import attrs
 
 from rsm.consensus.log import RaftLog
-from rsm.consensus.types import Entry, EntryKind, HardState, NodeId
+from rsm.consensus.storage import Storage
+from rsm.consensus.types import Entry, EntryKind, HardState, Message, MessageType, NodeId
 
 
 @attrs.frozen
@@ -134,6 +135,24 @@ class Checker:
             self.fail(
                 "state machine safety",
                 f"{node} applied term {entry.term} at index {entry.index}; another node applied term {seen[0]}",
+            )
+
+    def on_send(self, msg: Message, storage: Storage) -> None:
+        """A node's promises must already be durable when they leave it:
+        a granted vote is on disk, and so is every entry an append
+        acknowledgement covers (a replica never answers from memory alone)."""
+        if msg.type == MessageType.VOTE_RESP and not msg.reject:
+            hard_state, _ = storage.initial_state()
+            if (hard_state.term, hard_state.vote) != (msg.term, msg.dst):
+                self.fail(
+                    "vote durability",
+                    f"{msg.src} granted its term-{msg.term} vote to {msg.dst} but its disk says "
+                    f"term {hard_state.term} vote {hard_state.vote}",
+                )
+        elif msg.type == MessageType.APPEND_RESP and not msg.reject and msg.index > storage.last_index():
+            self.fail(
+                "append durability",
+                f"{msg.src} acknowledged entries up to {msg.index} but holds only {storage.last_index()} on disk",
             )
 
     def on_ack(self, index: int, term: int) -> None:

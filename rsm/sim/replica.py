@@ -45,6 +45,7 @@ class SimReplica:
         rng = random.Random(self.sim.rng.getrandbits(64))
         self.node = Node(self.id, self.sim.config, self.storage, rng, applied=self.machine.applied, bugs=self.sim.bugs)
         self.busy = False
+        self.was_leader = False
         self.last_commit = self.node.log.committed
         self.proposals: dict[int, tuple[int, ApplyWaiter]] = {}
         self.reads: dict[bytes, ReadWaiter] = {}
@@ -114,8 +115,28 @@ class SimReplica:
                 prev_term = self.storage.term(rd.entries[0].index - 1)
             except LogCompacted:
                 prev_term = -1
+        if rd.entries and rd.entries[0].index <= self.storage.last_index():
+            self._check_overwrite(rd)
         self.storage.save(rd.hard_state, rd.entries)
         self.sim.checker.on_save(self.id, rd.hard_state, rd.entries if prev_term >= 0 else [], prev_term)
+
+    def _check_overwrite(self, rd: Ready) -> None:
+        """A committed entry, once on a node's disk, is never removed (it can only
+        be compacted into a snapshot): leaders never send conflicting entries there."""
+        first = rd.entries[0].index
+        new_terms = {e.index: e.term for e in rd.entries}
+        for index in range(max(first, self.storage.first_index()), self.storage.last_index() + 1):
+            committed = self.sim.checker.committed.get(index)
+            if committed is None:
+                continue
+            held = self.storage.term(index)
+            if held == committed[0] and new_terms.get(index) != held:
+                self.sim.checker.fail(
+                    "committed entry removed",
+                    f"{self.id} overwrites committed entry {index} (term {held}) with "
+                    f"{new_terms.get(index, 'nothing')}",
+                )
+                return
 
     def _apply(self, rd: Ready) -> None:
         for entry in rd.committed_entries:
@@ -155,8 +176,12 @@ class SimReplica:
         if committed > self.last_commit:
             checker.on_commit(self.id, self.node.log, self.last_commit, committed)
             self.last_commit = committed
-        if self.node.role == Role.LEADER:
+        is_leader = self.node.role == Role.LEADER
+        if is_leader:
             checker.on_leader(self.id, self.node.term, self.node.log)
+            if not self.was_leader:
+                self.sim.on_new_leader(self.id)
+        self.was_leader = is_leader
         self.pump()
 
     # -- client entry points --------------------------------------------------
