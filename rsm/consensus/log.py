@@ -30,7 +30,7 @@ class RaftLog:
         self.committed = max(hard_state.commit, snapshot_index)
         # Entries up to `applied` have been handed to the driver for applying.
         self.applied = max(applied, snapshot_index)
-        invariant(self.applied <= self.committed or self.committed == 0 and self.applied == 0,
+        invariant(self.applied <= self.committed or (self.committed == 0 and self.applied == 0),
                   f"applied {self.applied} beyond commit {self.committed}")
 
     # -- indexes and terms --------------------------------------------------

@@ -217,7 +217,7 @@ def test_appends_respect_entry_and_byte_limits() -> None:
     c = Cluster(IDS3, config=config)
     c.elect("n1")
     c.sent.clear()
-    for i in range(10):
+    for _i in range(10):
         c.nodes["n1"].propose(b"x" * 10)
     c.stabilize()
     sizes = [len(m.entries) for m in c.sent if m.type == MessageType.APPEND and m.entries]
@@ -227,7 +227,7 @@ def test_appends_respect_entry_and_byte_limits() -> None:
     c = Cluster(IDS3, config=config)
     c.elect("n1")
     c.sent.clear()
-    for i in range(10):
+    for _i in range(10):
         c.nodes["n1"].propose(b"x" * 40)  # 56 accounted bytes each: one per message
     c.stabilize()
     sizes = [len(m.entries) for m in c.sent if m.type == MessageType.APPEND and m.entries]
@@ -241,7 +241,7 @@ def test_inflight_appends_are_bounded_per_follower() -> None:
     c.elect("n1")
     c.blocked.update({("n2", "n1"), ("n3", "n1")})  # acknowledgements are lost
     c.sent.clear()
-    for i in range(20):
+    for _i in range(20):
         c.nodes["n1"].propose(b"x")
         c.stabilize()
     to_n2 = [m for m in c.sent if m.type == MessageType.APPEND and m.dst == "n2" and m.entries]

@@ -70,5 +70,5 @@ def test_cli_reports_a_violation_with_seed_trace_and_replay() -> None:
         capture_output=True, text=True,
     )
     assert 1 == again.returncode
-    first_violation = [line for line in lines if line.startswith("  ") and ":" in line][0]
+    first_violation = next(line for line in lines if line.startswith("  ") and ":" in line)
     assert first_violation in again.stdout
