@@ -65,7 +65,6 @@ class DiskStorage:
         self._datadir = datadir
         self._log = log_store
         self._snaps = snapshots
-        self._failed: StorageError | None = None
         #: Problems found and worked around (corrupt snapshots set aside), for
         #: the operator: each is also logged on the "rsm.storage" logger.
         self.problems: list[StorageError] = []
@@ -171,8 +170,9 @@ class DiskStorage:
     # -- write side (LogStore) ---------------------------------------------------
     def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
         """Durably write `hard_state` and `entries`: one LMDB transaction, one
-        commit with fsync (see `LMDBLogStore.save`)."""
-        self._guard(lambda: self._log.save(hard_state, entries))
+        commit with fsync (see `LMDBLogStore.save`). The hot path: the log
+        store keeps the failed state itself, so no guard is needed here."""
+        self._log.save(hard_state, entries)
 
     def compact(self, index: int) -> None:
         self._guard(lambda: self._log.compact(index))
@@ -225,16 +225,16 @@ class DiskStorage:
         self._snaps.prune(self.settings.snapshots_kept, newest=self.snapshot_meta().index)
 
     def _check_writable(self) -> None:
-        if self._failed is not None:
-            raise StorageFailed(f"{self.path}: refusing to write after an earlier failure: {self._failed}")
+        self._log.check_writable()
 
     def _guard(self, action: Callable[[], _T]) -> _T:
-        """Run a write; a failed write fails the store for good."""
+        """Run a write; a failed write (of the log or of a snapshot file) fails
+        the store for good: the log store remembers it and refuses every write."""
         self._check_writable()
         try:
             return action()
         except (StorageFull, StorageFailed) as exc:
-            self._failed = exc
+            self._log.mark_failed(exc)
             raise
 
     def _find(self, index: int) -> SnapshotFile:

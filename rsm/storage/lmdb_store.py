@@ -97,16 +97,14 @@ def encode_entries(entries: Sequence[Entry]) -> tuple[list[tuple[bytes, bytes]],
     pack_key, pack_crc, crc32 = _KEY.pack, _CRC.pack, zlib.crc32
     head = entries[0]
     term, kind = head.term, head.kind
-    tag = _tag(term, kind)
-    seed = crc32(tag)
+    tag, seed = _tag(term, kind)
     runs = [head]
     items: list[tuple[bytes, bytes]] = []
     append = items.append
     for entry in entries:
         if entry.term != term or entry.kind != kind:
             term, kind = entry.term, entry.kind
-            tag = _tag(term, kind)
-            seed = crc32(tag)
+            tag, seed = _tag(term, kind)
             runs.append(entry)
         key = pack_key(entry.index)
         data = entry.data
@@ -114,9 +112,23 @@ def encode_entries(entries: Sequence[Entry]) -> tuple[list[tuple[bytes, bytes]],
     return items, runs
 
 
-def _tag(term: int, kind: int) -> bytes:
+def _tag(term: int, kind: int) -> tuple[bytes, int]:
+    """The varint of (term, kind) and its crc32 (the entry checksum's seed), cached:
+    a log holds few distinct terms, and each batch needs them again."""
+    cached = _TAGS.get((term, kind))
+    if cached is not None:
+        return cached
     invariant(0 <= kind < 1 << KIND_BITS and 0 <= term < 1 << 64, f"bad entry term {term} or kind {kind}")
-    return _varint(term << KIND_BITS | kind)
+    tag = _varint(term << KIND_BITS | kind)
+    if len(_TAGS) >= TAG_CACHE_MAX:
+        _TAGS.clear()
+    _TAGS[(term, kind)] = (tag, zlib.crc32(tag))
+    return _TAGS[(term, kind)]
+
+
+#: Most (term, kind) tags cached; the cache is emptied when full.
+TAG_CACHE_MAX = 1024
+_TAGS: dict[tuple[int, int], tuple[bytes, int]] = {}
 
 
 def _varint(value: int) -> bytes:
@@ -342,7 +354,7 @@ class LMDBLogStore:
         if entries:
             items, conf_indexes = self._encode_batch(state, entries)
             last_index, last_term = entries[-1].index, entries[-1].term
-        new_conf = self._check_conf(entries, conf_indexes)
+        new_conf = self._check_conf(entries, conf_indexes) if conf_indexes else None
         if hard_state is not None:
             _check_hard_state(state.hard_state, hard_state, last_index)
         # Hot path: invariants are tested first and their messages built only on failure.
@@ -583,10 +595,8 @@ class LMDBLogStore:
         old `_State`, which an aborted transaction leaves unchanged). On any other
         LMDB error: the store is failed for good and a named error is raised.
         """
-        if self._failed is not None:
-            raise StorageFailed(f"{self.path}: refusing to write after an earlier failure: {self._failed}")
-        if self._env is None:
-            raise StorageClosed(f"{self.path}: the log store is closed")
+        self.check_writable()
+        assert self._env is not None
         while True:
             txn = self._env.begin(write=True)
             try:
@@ -622,8 +632,20 @@ class LMDBLogStore:
         self._env.set_mapsize(new)
 
     def _fail(self, error: StorageError) -> NoReturn:
-        self._failed = error
+        self.mark_failed(error)
         raise error
+
+    def mark_failed(self, error: StorageError) -> None:
+        """Refuse every later write: `error` (here or in a snapshot file) was not retried."""
+        if self._failed is None:
+            self._failed = error
+
+    def check_writable(self) -> None:
+        """Raise unless a write may be attempted (open, and no earlier failure)."""
+        if self._failed is not None:
+            raise StorageFailed(f"{self.path}: refusing to write after an earlier failure: {self._failed}")
+        if self._env is None:
+            raise StorageClosed(f"{self.path}: the log store is closed")
 
     # -- internals: opening ------------------------------------------------------
     def _load(self, identity: bytes, initial_conf: ConfState, create: bool) -> None:
