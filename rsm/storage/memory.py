@@ -88,9 +88,11 @@ class MemoryStorage:
             offset = self._entries[0].index
             invariant(first > offset, f"append at {first} below the snapshot point {offset}")
             invariant(first <= self.last_index() + 1, f"gap: append at {first} after {self.last_index()}")
-            del self._entries[first - offset :]
+            # Check the whole batch before changing anything: a refused save
+            # must leave the store as it was (one transaction, as on disk).
             for expected, entry in enumerate(entries, start=first):
                 invariant(entry.index == expected, "entries in a batch must be contiguous")
+            del self._entries[first - offset :]
             self._entries.extend(entries)
         if hard_state is not None:
             self._hard_state = hard_state
