@@ -109,6 +109,7 @@ class DiskStorage:
 
     def close(self) -> None:
         """Close the log and release the directory lock. Idempotent."""
+        self._snaps.close()
         self._log.close()
         self._datadir.close()
 

@@ -380,6 +380,13 @@ class SnapshotWriter:
             self._on_finish(snap)
         return snap
 
+    def close(self) -> None:
+        """Close the file without finishing or removing it (a pending snapshot
+        kept for the next open)."""
+        if not self._done:
+            self._done = True
+            self._file.close()
+
     def abort(self) -> None:
         """Drop the file being written. Idempotent."""
         if self._done:
@@ -601,6 +608,12 @@ class SnapshotStore:
         snap = pending.finish()
         self.add(snap)
         return snap
+
+    def close(self) -> None:
+        """Close the pending file, keeping it on disk (it resumes at the next open)."""
+        if self._pending is not None:
+            self._pending.close()
+            self._pending = None
 
     def drop_pending(self) -> None:
         if self._pending is not None:

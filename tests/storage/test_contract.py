@@ -331,3 +331,10 @@ def test_latest_conf_after_install(store: Store) -> None:
     store.write_snapshot_chunk(replacing, 0, b"t")
     store.install_snapshot(replacing)  # discards the log: the snapshot's conf rules
     assert store.initial_state()[1] == CONF
+
+
+def test_a_refused_batch_changes_nothing(store: Store) -> None:
+    fill(store, 5)
+    with pytest.raises(InvariantViolation):
+        store.save(None, [*ents(3, 4, 2), *ents(5, 6, 2)])  # not contiguous
+    assert store.entries(1, 6) == ents(1, 6, 1)

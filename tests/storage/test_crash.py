@@ -42,16 +42,15 @@ def start_child(path: Path, first: int) -> subprocess.Popen[str]:
 def run_and_kill(path: Path, first: int, acks_before_kill: int) -> int:
     """Start a child at operation `first`, SIGKILL it right after reading its
     `acks_before_kill`-th acknowledgement; return how many operations it acknowledged."""
-    child = start_child(path, first)
-    assert child.stdout is not None
-    try:
-        assert child.stdout.readline() == "READY\n"
-        for _ in range(acks_before_kill):
-            assert child.stdout.readline().startswith("ACK ")
-    finally:
-        child.send_signal(signal.SIGKILL)
-        rest = child.stdout.read()  # acknowledgements printed before the kill landed
-        child.wait()
+    with start_child(path, first) as child:
+        assert child.stdout is not None
+        try:
+            assert child.stdout.readline() == "READY\n"
+            for _ in range(acks_before_kill):
+                assert child.stdout.readline().startswith("ACK ")
+        finally:
+            child.send_signal(signal.SIGKILL)
+            rest = child.stdout.read()  # acknowledgements printed before the kill landed
     assert child.returncode == -signal.SIGKILL
     acked = acks_before_kill + rest.count("ACK ")
     assert rest.count("ACK ") == len(rest.splitlines()), rest

@@ -108,19 +108,18 @@ def test_a_directory_held_by_a_live_process_is_refused(existing: Path) -> None:
         "print('READY', flush=True)\n"
         "sys.stdin.read()\n"
     )
-    child = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", holder, str(existing), CLUSTER, NODE],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "READY"
-        with pytest.raises(DataDirLocked, match=f"pid {child.pid}"):
-            open_disk(existing)
-    finally:
-        child.kill()  # SIGKILL: the lock must go with the process, however it dies
-        child.wait()
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "READY"
+            with pytest.raises(DataDirLocked, match=f"pid {child.pid}"):
+                open_disk(existing)
+        finally:
+            child.kill()  # SIGKILL: the lock must go with the process, however it dies
     with open_disk(existing) as store:
         assert store.last_index() == 3
 

@@ -186,6 +186,7 @@ def test_unfinished_local_snapshot_is_removed_at_open(disk: DiskStorage) -> None
         assert disk.snapshot_meta().index == 0
     finally:
         disk.close()
+        writer.close()
 
 
 # -- corruption -------------------------------------------------------------------------------------
