@@ -216,8 +216,8 @@ class DiskStorage:
     # -- internals ---------------------------------------------------------------------
     def _record_local(self, snap: SnapshotFile) -> None:
         def record() -> None:
+            self._log.record_snapshot(snap.meta)  # the commit point; an unrecorded file is removed at open
             self._snaps.add(snap)
-            self._log.record_snapshot(snap.meta)
             self._prune()
 
         self._guard(record)
@@ -266,7 +266,7 @@ class DiskStorage:
         if index == self.snapshot_meta().index:
             try:
                 self._fall_back(error)
-            except CorruptSnapshot as final:
+            except StorageError as final:  # no fallback, or the store has failed: reads keep raising
                 log.error("%s", final)
 
     def _reconcile(self) -> None:

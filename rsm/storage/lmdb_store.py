@@ -28,11 +28,12 @@ The store is not thread-safe: one thread (the driver) uses it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn, TypeAlias
 
@@ -44,6 +45,8 @@ from rsm.consensus.types import ConfState, Entry, EntryKind, HardState, Snapshot
 from rsm.errors import InvariantViolation, LogCompacted, LogUnavailable, invariant
 from rsm.storage._fs import write_failure
 from rsm.storage.errors import (
+    REBUILD_ADVICE,
+    CorruptionError,
     CorruptLogEntry,
     CorruptLogMeta,
     DataDirDamaged,
@@ -521,10 +524,16 @@ class LMDBLogStore:
         self._write("record_snapshot", body)
 
     # -- internals: LMDB access --------------------------------------------------
-    def _reader(self) -> _Txn:
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[_Txn]:
+        """A read transaction; an LMDB error while reading means the file is damaged."""
         if self._env is None:
             raise StorageClosed(f"{self.path}: the log store is closed")
-        return self._env.begin()
+        try:
+            with self._env.begin() as txn:
+                yield txn
+        except lmdb.Error as exc:
+            raise CorruptionError(self._data_file, f"LMDB failed reading it: {exc}; {REBUILD_ADVICE}") from exc
 
     def _get_entry(self, txn: _Txn, index: int) -> Entry:
         value = txn.get(_KEY.pack(index), db=self._entries)
