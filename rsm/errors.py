@@ -36,6 +36,10 @@ class SnapshotUnavailable(RsmError):
     """The requested snapshot is no longer (or not yet) in the snapshot store."""
 
 
+class ConfChangeRefused(RsmError):
+    """A membership change or leadership transfer that is invalid or unsafe now."""
+
+
 class ConfigError(RsmError):
     """A setting, or a relation between settings, is invalid."""
 

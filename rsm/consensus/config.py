@@ -41,6 +41,9 @@ class Config:
     entry_bytes_max: int = 8 << 20
     #: Most read requests waiting for a leadership confirmation.
     pending_reads_max: int = 10_000
+    #: A learner is promoted to voter (and a member counts as healthy for a
+    #: membership change) only if it is at most this many entries behind the leader.
+    promote_lag_entries_max: int = 1_000
 
     def validate(self) -> Config:
         """Raise `ConfigError` on a bad value or a bad relation between values."""
@@ -55,6 +58,7 @@ class Config:
             "uncommitted_entries_max",
             "entry_bytes_max",
             "pending_reads_max",
+            "promote_lag_entries_max",
         ]
         for name in positive:
             value = getattr(self, name)

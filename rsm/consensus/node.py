@@ -29,10 +29,13 @@ import attrs
 
 from rsm.consensus.config import Config
 from rsm.consensus.log import RaftLog
+from rsm.consensus.membership import ConfTracker, decode_conf, encode_conf
 from rsm.consensus.progress import Progress, ProgressState
 from rsm.consensus.ready import Ready
 from rsm.consensus.storage import Storage
 from rsm.consensus.types import (
+    ConfChange,
+    ConfChangeKind,
     ConfState,
     Entry,
     EntryKind,
@@ -45,7 +48,14 @@ from rsm.consensus.types import (
     SnapshotChunk,
     SnapshotMeta,
 )
-from rsm.errors import LogCompacted, NotLeader, ProposalDropped, SnapshotUnavailable, invariant
+from rsm.errors import (
+    ConfChangeRefused,
+    LogCompacted,
+    NotLeader,
+    ProposalDropped,
+    SnapshotUnavailable,
+    invariant,
+)
 
 #: Known bugs the simulator must catch; switched on only by tests (see tests/test_bugs.py).
 KNOWN_BUGS = frozenset(
@@ -54,8 +64,14 @@ KNOWN_BUGS = frozenset(
         "vote_before_durable",  # answer a vote before the vote is on disk
         "accept_stale_append",  # accept AppendEntries from a leader of an older term
         "vote_shorter_log",  # grant a vote to a candidate whose log is behind ours
+        "two_pending_conf_changes",  # allow a second membership change before the first commits
+        "read_acks_from_removed",  # let removed members confirm a ReadIndex round
+        "learner_counts_for_commit",  # count a learner's acknowledgement toward commit
     }
 )
+
+#: Context of vote requests sent on a leadership transfer: they bypass the lease (Raft §3.10).
+TRANSFER_CONTEXT = b"transfer"
 
 _M = MessageType
 
@@ -92,7 +108,7 @@ class Node:
         self.log = RaftLog(storage, applied)
         self.term = hard_state.term
         self.vote: NodeId | None = hard_state.vote
-        self.conf = conf
+        self._confs = self._load_confs(conf)
         self.role = Role.FOLLOWER
         self.leader_id: NodeId | None = None
         self.election_elapsed = 0
@@ -113,7 +129,157 @@ class Node:
         # Incoming snapshot (follower).
         self._incoming_snapshot: SnapshotMeta | None = None
         self._incoming_offset = 0
+        # Leadership transfer (leader): the target and ticks since it began.
+        self.transfer_target: NodeId | None = None
+        self._transfer_elapsed = 0
         self._become_follower(self.term, None)
+
+    # ------------------------------------------------------------- membership
+    @property
+    def conf(self) -> ConfState:
+        """The configuration in effect: the newest one in the log (Raft §4.1)."""
+        return self._confs.current
+
+    @property
+    def committed_conf(self) -> ConfState:
+        return self._confs.committed
+
+    def _load_confs(self, latest: ConfState) -> ConfTracker:
+        """Rebuild which configurations are committed and which are pending."""
+        committed = self.log.committed
+        last = self.log.last_index()
+        lo = max(committed + 1, self.log.first_index())
+        pending = []
+        if lo <= last:
+            for entry in self.log.entries(lo, last + 1):
+                if entry.kind == EntryKind.CONFIG:
+                    pending.append((entry.index, decode_conf(entry.data)))
+        if not pending:
+            return ConfTracker(latest)
+        return ConfTracker(self._conf_at(committed), pending)
+
+    def _conf_at(self, index: int) -> ConfState:
+        """The newest configuration at or below `index` (scans back; rare)."""
+        first = self.log.first_index()
+        hi = index
+        while hi >= first:
+            lo = max(first, hi - 255)
+            for entry in reversed(self.log.entries(lo, hi + 1)):
+                if entry.kind == EntryKind.CONFIG:
+                    return decode_conf(entry.data)
+            hi = lo - 1
+        return self.log.storage.snapshot_meta().conf
+
+    def _append(self, entries: list[Entry]) -> None:
+        """Every change to the log goes through here, so the configuration follows it."""
+        self.log.append(entries)
+        self._confs.on_append(entries)
+        if self.role == Role.LEADER and any(e.kind == EntryKind.CONFIG for e in entries):
+            self._sync_progress()
+
+    def _commit_to(self, index: int) -> None:
+        if self.log.commit_to(index) and self._confs.on_commit(self.log.committed):
+            if self.role == Role.LEADER:
+                self._sync_progress()
+                if self.id not in self.conf.voters:
+                    # Raft §4.2.2: a leader removed from the configuration steps
+                    # down once the change is committed.
+                    self._become_follower(self.term, None)
+
+    def _sync_progress(self) -> None:
+        """Track every member of the configuration in effect, and, until a
+        removal commits, the removed member too (so it learns of its removal)."""
+        tracked = self.conf.members | self._confs.committed.members
+        last = self.log.last_index()
+        for member in sorted(tracked):
+            if member not in self.progress:
+                self.progress[member] = Progress(next=last + 1)
+        for member in list(self.progress):
+            if member not in tracked and member != self.id:
+                del self.progress[member]
+        for member, pr in self.progress.items():
+            pr.is_learner = member not in self.conf.voters
+
+    def propose_conf_change(self, change: ConfChange) -> int:
+        """Append a single-server membership change; returns its log index.
+
+        Raises `NotLeader`, `ProposalDropped` (retry later: a change is
+        already pending, or this leader has not yet committed an entry of its
+        term) or `ConfChangeRefused` (the change itself is invalid or would
+        leave the group without a reachable quorum).
+        """
+        if self.role != Role.LEADER:
+            raise NotLeader(self.leader_id)
+        if self.transfer_target is not None:
+            raise ProposalDropped(f"leadership transfer to {self.transfer_target} in progress")
+        if not self._committed_in_term():
+            raise ProposalDropped("a new leader must commit an entry of its term before a membership change; retry")
+        if self._confs.has_pending() and "two_pending_conf_changes" not in self._bugs:
+            raise ProposalDropped("a membership change is already in progress; retry when it commits")
+        new = self._validate_conf_change(change)
+        index = self.log.last_index() + 1
+        self._append([Entry(index=index, term=self.term, kind=EntryKind.CONFIG, data=encode_conf(new))])
+        self._need_broadcast = True
+        return index
+
+    def _validate_conf_change(self, change: ConfChange) -> ConfState:
+        conf = self.conf
+        node = change.node_id
+        if change.kind == ConfChangeKind.ADD_LEARNER and node in conf.members:
+            raise ConfChangeRefused(f"{node} is already a member")
+        if change.kind == ConfChangeKind.ADD_VOTER and node in conf.voters:
+            raise ConfChangeRefused(f"{node} is already a voter")
+        if change.kind == ConfChangeKind.REMOVE and node not in conf.members:
+            raise ConfChangeRefused(f"{node} is not a member")
+        if change.kind == ConfChangeKind.ADD_VOTER and node in conf.learners:
+            pr = self.progress.get(node)
+            lag = self.log.last_index() - (pr.match if pr else 0)
+            if lag > self.config.promote_lag_entries_max:
+                raise ConfChangeRefused(
+                    f"learner {node} is {lag} entries behind (promote_lag_entries_max="
+                    f"{self.config.promote_lag_entries_max}); wait until it has caught up"
+                )
+        new = change.apply_to(conf)
+        if not new.voters:
+            raise ConfChangeRefused("the change would leave no voters")
+        healthy = sorted(v for v in new.voters if self._is_healthy(v))
+        if len(healthy) < new.quorum():
+            raise ConfChangeRefused(
+                f"the change would leave the group without a quorum: {len(new.voters)} voters need "
+                f"{new.quorum()}, but only {len(healthy)} are reachable and caught up ({', '.join(healthy)})"
+            )
+        return new
+
+    def _is_healthy(self, member: NodeId) -> bool:
+        if member == self.id:
+            return True
+        pr = self.progress.get(member)
+        return (
+            pr is not None
+            and pr.inactive_ticks < self.config.election_timeout_ticks
+            and self.log.last_index() - pr.match <= self.config.promote_lag_entries_max
+        )
+
+    # --------------------------------------------------------------- transfer
+    def transfer_leadership(self, target: NodeId) -> None:
+        """Hand leadership to `target` (Raft §3.10): stop taking proposals, bring
+        it up to date, tell it to campaign at once. Gives up after an election timeout."""
+        if self.role != Role.LEADER:
+            raise NotLeader(self.leader_id)
+        if target == self.id:
+            return
+        if target not in self.conf.voters:
+            raise ConfChangeRefused(f"cannot transfer leadership to {target}: not a voter")
+        self.transfer_target = target
+        self._transfer_elapsed = 0
+        pr = self.progress[target]
+        if pr.match == self.log.last_index():
+            self._send_timeout_now(target)
+        else:
+            self._send_append(target, pr, allow_empty=True)
+
+    def _send_timeout_now(self, target: NodeId) -> None:
+        self._send_now(Message(type=_M.TIMEOUT_NOW, src=self.id, dst=target, term=self.term))
 
     # ------------------------------------------------------------------ output
     def _reset_output(self) -> None:
@@ -219,6 +385,8 @@ class Node:
         """Append several commands at once; returns the index of the last one."""
         if self.role != Role.LEADER:
             raise NotLeader(self.leader_id)
+        if self.transfer_target is not None:
+            raise ProposalDropped(f"leadership transfer to {self.transfer_target} in progress; retry")
         for data in commands:
             if len(data) > self.config.entry_bytes_max:
                 raise ProposalDropped(
@@ -231,7 +399,7 @@ class Node:
                 f"{self.config.uncommitted_entries_max}); retry later"
             )
         first = self.log.last_index() + 1
-        self.log.append(
+        self._append(
             [Entry(index=first + n, term=self.term, kind=EntryKind.NORMAL, data=d) for n, d in enumerate(commands)]
         )
         self._need_broadcast = True
@@ -250,8 +418,11 @@ class Node:
         """Handle a message from a peer."""
         if m.dst != self.id:
             return
+        if m.type in (_M.PRE_VOTE, _M.VOTE) and m.src not in self.conf.voters:
+            return  # a removed (or unknown) node must not disrupt the group (Raft §4.2.3)
         if m.term > self.term:
-            if m.type in (_M.PRE_VOTE, _M.VOTE) and self._in_leader_lease():
+            lease = self._in_leader_lease() and m.context != TRANSFER_CONTEXT
+            if m.type in (_M.PRE_VOTE, _M.VOTE) and lease:
                 return  # Raft §4.2.3: a live leader is not disrupted
             granted_pre = m.type == _M.PRE_VOTE_RESP and not m.reject
             if m.type != _M.PRE_VOTE and not granted_pre:
@@ -282,6 +453,8 @@ class Node:
         timeout = self.config.election_timeout_ticks
         self.randomized_election_timeout = timeout + self.rng.randrange(timeout)
         self.votes = {}
+        self.transfer_target = None
+        self._transfer_elapsed = 0
         self._need_broadcast = False
         self._read_round_wanted = False
         self._drop_pending_reads()
@@ -310,9 +483,7 @@ class Node:
         self.leader_id = self.id
         last = self.log.last_index()
         self.progress = {}
-        for member in sorted(self.conf.members):
-            pr = Progress(next=last + 1, is_learner=member not in self.conf.voters)
-            self.progress[member] = pr
+        self._sync_progress()
         own = self.progress.setdefault(self.id, Progress(next=last + 1))
         own.become_replicate()
         own.maybe_update(self.log.stable_last_index())
@@ -320,7 +491,7 @@ class Node:
         self._round_acks = {}
         # A no-op of the new term lets the leader commit, and so learn the commit
         # index, without waiting for a client (Raft §6.4, §3.6.2).
-        self.log.append([Entry(index=last + 1, term=self.term, kind=EntryKind.NOOP)])
+        self._append([Entry(index=last + 1, term=self.term, kind=EntryKind.NOOP)])
         self._need_broadcast = True
 
     # ---------------------------------------------------------------- elections
@@ -336,7 +507,7 @@ class Node:
             and self.election_elapsed < self.config.election_timeout_ticks
         )
 
-    def _campaign(self, pre: bool) -> None:
+    def _campaign(self, pre: bool, transfer: bool = False) -> None:
         if pre:
             self._become_pre_candidate()
             term, kind = self.term + 1, _M.PRE_VOTE
@@ -350,7 +521,12 @@ class Node:
         last = self.log.last_index()
         last_term = self.log.last_term()
         for voter in sorted(self.conf.voters - {self.id}):
-            self._send(Message(type=kind, src=self.id, dst=voter, term=term, index=last, log_term=last_term))
+            self._send(
+                Message(
+                    type=kind, src=self.id, dst=voter, term=term, index=last, log_term=last_term,
+                    context=TRANSFER_CONTEXT if transfer else b"",
+                )
+            )
 
     def _on_election_won(self, pre: bool) -> None:
         if pre:
@@ -424,7 +600,7 @@ class Node:
             self.election_elapsed = 0
             self.leader_id = m.src
             # The leader sends min(match, commit), so this prefix matches its log.
-            self.log.commit_to(min(m.commit, self.log.last_index()))
+            self._commit_to(min(m.commit, self.log.last_index()))
             self._send(
                 Message(
                     type=_M.HEARTBEAT_RESP, src=self.id, dst=m.src, term=self.term,
@@ -435,6 +611,11 @@ class Node:
             self.election_elapsed = 0
             self.leader_id = m.src
             self._handle_snapshot(m)
+        elif m.type == _M.TIMEOUT_NOW:
+            if self.id in self.conf.voters:
+                # Raft §3.10: campaign at once, skipping pre-vote; the old leader
+                # asked for it, so the lease does not apply.
+                self._campaign(pre=False, transfer=True)
         elif m.type == _M.READ_INDEX_RESP:
             if not m.reject:
                 self._read_states.append(ReadState(request_id=m.context, index=m.index))
@@ -452,8 +633,8 @@ class Node:
             conflict = self.log.find_conflict(m.entries)
             if conflict:
                 invariant(conflict > self.log.committed, f"conflict at committed index {conflict}")
-                self.log.append(list(m.entries[conflict - m.index - 1 :]))
-            self.log.commit_to(min(m.commit, last_new))
+                self._append(list(m.entries[conflict - m.index - 1 :]))
+            self._commit_to(min(m.commit, last_new))
             self._send(_evolve(resp, index=last_new))
             return
         hint_index, hint_term = self._conflict_hint(m.index)
@@ -501,10 +682,10 @@ class Node:
         if self.log.matches(meta.index, meta.term):
             # Our log already holds the snapshot's last entry: keep what follows
             # it and just advance the commit index (Raft figure 13, step 6).
-            self.log.commit_to(meta.index)
+            self._commit_to(meta.index)
         else:
             self.log.restore(meta)
-            self.conf = meta.conf
+            self._confs.restore(meta.conf)
             self._ready_snapshot = meta
         self._send(_evolve(resp, offset=self._incoming_offset, done=True))
 
@@ -512,6 +693,13 @@ class Node:
     def _tick_leader(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
+        for member, pr in self.progress.items():
+            if member != self.id:
+                pr.inactive_ticks += 1
+        if self.transfer_target is not None:
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= self.config.election_timeout_ticks:
+                self.transfer_target = None  # the target did not take over in time: give up
         if self.election_elapsed >= self.config.election_timeout_ticks:
             self.election_elapsed = 0
             if self.config.check_quorum and not self._quorum_active():
@@ -563,6 +751,7 @@ class Node:
         pr = self.progress.get(m.src)
         if pr is None:
             return
+        pr.inactive_ticks = 0
         if m.type == _M.APPEND_RESP:
             pr.recent_active = True
             pr.acked_since_heartbeat = True
@@ -584,12 +773,16 @@ class Node:
             self._handle_snapshot_resp(m, pr)
 
     def _handle_append_success(self, m: Message, pr: Progress) -> None:
+        if m.src == self.transfer_target and m.index >= self.log.last_index():
+            self._send_timeout_now(m.src)
         if pr.maybe_update(m.index):
             if pr.state == ProgressState.PROBE:
                 pr.become_replicate()
             elif pr.state == ProgressState.SNAPSHOT and pr.snapshot and pr.match >= pr.snapshot.index:
                 pr.become_probe()
             self._maybe_commit()
+            if self.role != Role.LEADER:
+                return  # the commit removed this leader from the configuration
         elif pr.state == ProgressState.PROBE:
             pr.probe_sent = False
         self._send_append(m.src, pr, allow_empty=False)
@@ -619,7 +812,10 @@ class Node:
         return m.hint_index
 
     def _maybe_commit(self) -> None:
-        matches = sorted((self.progress[v].match for v in self.conf.voters if v in self.progress), reverse=True)
+        counted = self.conf.voters
+        if "learner_counts_for_commit" in self._bugs:
+            counted = counted | self.conf.learners
+        matches = sorted((self.progress[v].match for v in counted if v in self.progress), reverse=True)
         quorum = self.conf.quorum()
         if len(matches) < quorum:
             return
@@ -629,7 +825,9 @@ class Node:
         # Only entries of the current term are committed by counting (Raft §5.4.2).
         if self.log.term(candidate) != self.term and "commit_previous_term" not in self._bugs:
             return
-        self.log.commit_to(candidate)
+        self._commit_to(candidate)
+        if self.role != Role.LEADER:
+            return  # the commit removed this leader from the configuration
         self._need_broadcast = True
         if self._reads_before_commit and self._committed_in_term():
             waiting, self._reads_before_commit = self._reads_before_commit, []
@@ -749,13 +947,17 @@ class Node:
             self._send(Message(type=_M.READ_INDEX_RESP, src=self.id, dst=origin, term=self.term, context=ctx, reject=True))
 
     def _ack_read_round(self, member: NodeId, round_id: int) -> None:
-        if member not in self.conf.voters:
+        if member not in self.conf.voters and "read_acks_from_removed" not in self._bugs:
             return
         if round_id > self._round_acks.get(member, 0):
             self._round_acks[member] = round_id
         if not self._pending_reads:
             return
-        acks = sorted(self._round_acks.values(), reverse=True)
+        # Only the current voters confirm leadership: acks of removed members do not count.
+        counted = self._round_acks.items()
+        if "read_acks_from_removed" not in self._bugs:
+            counted = [(m, r) for m, r in counted if m in self.conf.voters]
+        acks = sorted((r for _, r in counted), reverse=True)
         quorum = self.conf.quorum()
         if len(acks) < quorum:
             return

@@ -44,6 +44,8 @@ class Progress:
     snapshot_acked_offset: int = 0
     snapshot_done_sent: bool = False
     is_learner: bool = False
+    #: Leader ticks since this follower last answered (health for membership checks).
+    inactive_ticks: int = 0
 
     def become_probe(self) -> None:
         # After a snapshot, resume right after it; otherwise after the match.

@@ -146,3 +146,28 @@ class Role(enum.Enum):
     PRE_CANDIDATE = "pre-candidate"
     CANDIDATE = "candidate"
     LEADER = "leader"
+
+
+class ConfChangeKind(enum.Enum):
+    ADD_LEARNER = "add-learner"  # a new non-voting member that receives the log
+    ADD_VOTER = "add-voter"  # promote a caught-up learner (or add a voter directly)
+    REMOVE = "remove"  # remove a voter or a learner
+
+
+@attrs.frozen(slots=True)
+class ConfChange:
+    """One single-server membership change (Raft §4.1)."""
+
+    kind: ConfChangeKind
+    node_id: NodeId
+
+    def apply_to(self, conf: ConfState) -> ConfState:
+        """The configuration after this change (no validation: see Node.propose_conf_change)."""
+        voters, learners = set(conf.voters), set(conf.learners)
+        voters.discard(self.node_id)
+        learners.discard(self.node_id)
+        if self.kind == ConfChangeKind.ADD_VOTER:
+            voters.add(self.node_id)
+        elif self.kind == ConfChangeKind.ADD_LEARNER:
+            learners.add(self.node_id)
+        return ConfState(voters=frozenset(voters), learners=frozenset(learners))

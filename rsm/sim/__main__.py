@@ -25,15 +25,17 @@ from rsm.sim.cluster import SimOptions, run_seed
 @click.option("--bug", "bugs", multiple=True, type=click.Choice(sorted(KNOWN_BUGS)), help="Switch on a known bug (tests the checks).")
 @click.option("--profile", type=click.Choice(["mixed", "chaos", "leader-churn"]), default="mixed", show_default=True,
               help="Fault profile (mixed draws one per seed).")
+@click.option("--membership", is_flag=True, help="Change membership while faults happen (2 spare nodes).")
 @click.option("--no-linearizability", is_flag=True, help="Skip the history check (faster).")
 @click.option("--stop-on-failure/--keep-going", default=True, show_default=True)
 def main(
     seeds: int, first_seed: int, nodes: int, steps: int, clients: int, bugs: tuple[str, ...],
-    profile: str, no_linearizability: bool, stop_on_failure: bool,
+    profile: str, membership: bool, no_linearizability: bool, stop_on_failure: bool,
 ) -> None:
     options = SimOptions(
         nodes=nodes, steps=steps, clients=clients, bugs=frozenset(bugs),
         check_linearizability=not no_linearizability, profile=profile,
+        membership=membership, spare_nodes=2 if membership else 0,
     )
     total_steps = 0
     failures = 0
@@ -52,7 +54,7 @@ def main(
             for line in result.trace[-30:]:
                 click.echo(f"    {line}")
             click.echo(f"  replay: python -m rsm.sim --seed {seed} --seeds 1 --nodes {nodes} --steps {steps}"
-                       f" --clients {clients} --profile {profile}"
+                       f" --clients {clients} --profile {profile}" + (" --membership" if membership else "")
                        + "".join(f" --bug {b}" for b in bugs))
             if stop_on_failure:
                 break

@@ -29,8 +29,8 @@ import attrs
 
 from rsm.codec import decode_message, encode_message
 from rsm.consensus.config import Config
-from rsm.consensus.types import ConfState, Message, NodeId, Role
-from rsm.errors import InvariantViolation, NotLeader, ProposalDropped
+from rsm.consensus.types import ConfChange, ConfChangeKind, ConfState, Message, NodeId, Role
+from rsm.errors import InvariantViolation, NotLeader, ProposalDropped, RsmError
 from rsm.sim.checks import Checker, Violation
 from rsm.sim.linearizability import History, check
 from rsm.sim.machine import KVMachine, encode_put
@@ -93,6 +93,12 @@ class SimOptions:
     crash_during_write: float = 0.003
     #: Probability that a newly elected leader is isolated or crashed moments later.
     new_leader_fault: float = 0.2
+    #: Membership workload: grow, shrink, replace nodes and transfer leadership.
+    membership: bool = False
+    #: Nodes outside the initial configuration, available to be added.
+    spare_nodes: int = 0
+    #: Mean virtual ms between membership operations.
+    membership_interval_ms: int = 100
     check_linearizability: bool = True
     bugs: frozenset[str] = frozenset()
     #: "chaos": faults of every kind at random moments. "leader-churn": rare
@@ -144,12 +150,16 @@ class Simulation:
         self.trace: collections.deque[tuple[int, str, tuple[Any, ...]]] = collections.deque(maxlen=60)
         self.chaos = True
         self.workload = True
-        ids = [f"n{i + 1}" for i in range(self.options.nodes)]
-        conf = ConfState(voters=frozenset(ids))
+        voters = [f"n{i + 1}" for i in range(self.options.nodes)]
+        # With membership changes on, spare nodes run from the start, knowing
+        # nothing, until the group adds them.
+        spares = [f"n{i + 1}" for i in range(self.options.nodes, self.options.nodes + self.options.spare_nodes)]
+        conf = ConfState(voters=frozenset(voters))
         self.replicas: dict[NodeId, SimReplica] = {}
         self._tick_ms: dict[NodeId, int] = {}
-        for node_id in ids:
-            self.replicas[node_id] = SimReplica(node_id, self, conf)
+        self.admin = MembershipAdmin(self) if self.options.membership else None
+        for node_id in voters + spares:
+            self.replicas[node_id] = SimReplica(node_id, self, conf if node_id in voters else ConfState())
             skew = 1 + self.rng.uniform(-self.options.clock_skew, self.options.clock_skew)
             self._tick_ms[node_id] = max(1, round(TICK_MS * skew))
             self.schedule(self.rng.randint(1, TICK_MS), self._tick, node_id)
@@ -158,6 +168,8 @@ class Simulation:
             self.schedule(self.rng.randint(1, 20), self._client_next, client)
         if self.options.fault_interval_ms:
             self.schedule(self.options.fault_interval_ms, self._fault)
+        if self.admin is not None:
+            self.schedule(self.options.membership_interval_ms, self.admin.next_change)
 
     # -- the event loop -------------------------------------------------------
     def schedule(self, delay: int, fn: Callable[..., None], *args: Any) -> None:
@@ -242,10 +254,7 @@ class Simulation:
             with_leader = {leader, *others[: self.rng.randint(0, (len(ids) - 1) // 2)]}
             self.network.partition([with_leader, set(ids) - with_leader])
         elif roll < 0.60:
-            shuffled = ids[:]
-            self.rng.shuffle(shuffled)
-            cut = self.rng.randint(1, len(ids) - 1)
-            self.network.partition([set(shuffled[:cut]), set(shuffled[cut:])])
+            self.random_partition()
         elif roll < 0.68:
             # Swizzle-clog: stop one direction of one link.
             a, b = self.rng.sample(ids, 2)
@@ -293,6 +302,15 @@ class Simulation:
         replica = self.replicas[node_id]
         if replica.alive and self.chaos:
             replica.crash()
+
+    def random_partition(self) -> None:
+        """Split all nodes in two random, non-empty groups."""
+        if not self.chaos:
+            return
+        ids = sorted(self.replicas)
+        self.rng.shuffle(ids)
+        cut = self.rng.randint(1, len(ids) - 1)
+        self.network.partition([set(ids[:cut]), set(ids[cut:])])
 
     def _restart(self, node_id: NodeId) -> None:
         replica = self.replicas[node_id]
@@ -497,21 +515,34 @@ class Simulation:
             self.checker.fail("liveness", self._liveness_report())
 
     def leader(self) -> NodeId | None:
+        """The leader, if exactly one is live and a quorum of its voters follows it."""
         leaders = [r for r in self.replicas.values() if r.alive and r.node.role == Role.LEADER]
         if len(leaders) != 1:
             return None
-        term = leaders[0].node.term
-        followers = sum(1 for r in self.replicas.values() if r.node.term == term and r.node.leader_id == leaders[0].id)
-        return leaders[0].id if followers >= len(self.replicas) // 2 + 1 else None
+        node = leaders[0].node
+        followers = sum(
+            1 for v in node.conf.voters
+            if self.replicas[v].alive and self.replicas[v].node.term == node.term and self.replicas[v].node.leader_id == node.id
+        )
+        return node.id if followers >= node.conf.quorum() else None
+
+    def members(self) -> list[SimReplica]:
+        """The replicas of the leader's configuration (all of them before one is known)."""
+        leader = self.leader()
+        if leader is None:
+            return list(self.replicas.values())
+        return [self.replicas[m] for m in sorted(self.replicas[leader].node.conf.members)]
 
     def _converged(self) -> bool:
-        if self.leader() is None:
+        leader = self.leader()
+        if leader is None or self.replicas[leader].node.conf != self.replicas[leader].node.committed_conf:
             return False
+        members = self.members()
         acked_max = max((index for index, _ in self.checker.acked), default=0)
-        applied = {r.machine.applied for r in self.replicas.values()}
+        applied = {r.machine.applied for r in members}
         if len(applied) != 1 or min(applied) < acked_max:
             return False
-        digests = {r.machine.digest() for r in self.replicas.values()}
+        digests = {r.machine.digest() for r in members}
         if len(digests) != 1:
             self.checker.fail("state digest", f"replicas at the same applied index differ: {sorted(digests)}")
         return True
@@ -523,6 +554,68 @@ class Simulation:
 
     def format_trace(self) -> list[str]:
         return [f"t={t:>7} {name}({_fmt_args(args)})" for t, name, args in self.trace]
+
+
+class MembershipAdmin:
+    """An operator that keeps changing the group: grow (add a learner, promote it
+    once caught up), shrink (remove a voter, possibly the leader), replace (both),
+    and transfer leadership. Refusals and retries are part of the workload."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.voters_min = 3 if sim.options.nodes >= 3 else 1
+        self.voters_max = sim.options.nodes + sim.options.spare_nodes
+        self.applied = 0
+        self.refused = 0
+
+    def next_change(self) -> None:
+        sim = self.sim
+        if not sim.chaos:
+            return
+        sim.schedule(sim.rng.randint(1, 2 * sim.options.membership_interval_ms), self.next_change)
+        # Mostly the real leader; sometimes any node that believes it leads.
+        current = sim.leader()
+        leaders = [r for r in sim.replicas.values() if r.alive and r.node.role == Role.LEADER]
+        if current is not None and sim.rng.random() < 0.9:
+            leader = sim.replicas[current]
+        elif leaders:
+            leader = sim.rng.choice(leaders)
+        else:
+            return
+        # Sometimes an impatient operator asks for a second change at once:
+        # it must be refused while the first is uncommitted.
+        for _ in range(2 if sim.rng.random() < 0.3 else 1):
+            change = self._choose(leader.node.conf)
+            try:
+                if change is None:
+                    leader.node.transfer_leadership(sim.rng.choice(sorted(leader.node.conf.voters)))
+                else:
+                    leader.node.propose_conf_change(change)
+                self.applied += 1
+            except (RsmError, KeyError):
+                self.refused += 1
+                break
+        leader.after_event()
+        if sim.rng.random() < 0.3:
+            # A partition while a configuration is in flight: the moment where
+            # two configurations could each find a majority.
+            sim.schedule(sim.rng.randint(0, 10), sim.random_partition)
+
+    def _choose(self, conf: ConfState) -> ConfChange | None:
+        rng = self.sim.rng
+        spares = sorted(set(self.sim.replicas) - conf.members)
+        roll = rng.random()
+        if roll < 0.15:
+            return None  # transfer leadership
+        if conf.learners and roll < 0.55:
+            return ConfChange(ConfChangeKind.ADD_VOTER, rng.choice(sorted(conf.learners)))
+        if spares and len(conf.voters) + len(conf.learners) < self.voters_max and roll < 0.75:
+            return ConfChange(ConfChangeKind.ADD_LEARNER, rng.choice(spares))
+        if len(conf.voters) > self.voters_min:
+            return ConfChange(ConfChangeKind.REMOVE, rng.choice(sorted(conf.voters)))
+        if conf.learners:
+            return ConfChange(ConfChangeKind.REMOVE, rng.choice(sorted(conf.learners)))
+        return None
 
 
 def _fmt_args(args: tuple[Any, ...]) -> str:

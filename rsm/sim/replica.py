@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from rsm.consensus.membership import decode_conf
 from rsm.consensus.node import Node
 from rsm.consensus.ready import Ready
 from rsm.consensus.types import ConfState, EntryKind, NodeId, ReadState, Role, SnapshotMeta
@@ -42,6 +43,8 @@ class SimReplica:
         self.incarnation += 1
         self.machine = KVMachine()
         self.machine.restore(self.storage.snapshot_data())
+        # The configuration as of the applied index: what a local snapshot records.
+        self.applied_conf = self.storage.snapshot_meta().conf
         rng = random.Random(self.sim.rng.getrandbits(64))
         self.node = Node(self.id, self.sim.config, self.storage, rng, applied=self.machine.applied, bugs=self.sim.bugs)
         self.busy = False
@@ -89,6 +92,7 @@ class SimReplica:
             self.sim.send(msg)
         if rd.snapshot is not None:
             self.machine.restore(self.storage.snapshot_data())
+            self.applied_conf = rd.snapshot.conf
             self.sim.checker.on_restore(self.id, rd.snapshot.index)
         self._apply(rd)
         for rs in rd.read_states:
@@ -144,6 +148,8 @@ class SimReplica:
                 self.machine.apply(entry.index, entry.data)
             else:
                 self.machine.applied = entry.index
+                if entry.kind == EntryKind.CONFIG:
+                    self.applied_conf = decode_conf(entry.data)
             self.sim.checker.on_apply(self.id, entry)
             waiting = self.proposals.pop(entry.index, None)
             if waiting is not None:
@@ -163,7 +169,7 @@ class SimReplica:
         applied = self.machine.applied
         if applied - self.storage.snapshot_meta().index < self.sim.snapshot_every:
             return
-        meta = SnapshotMeta(index=applied, term=self.storage.term(applied), conf=self.node.conf)
+        meta = SnapshotMeta(index=applied, term=self.storage.term(applied), conf=self.applied_conf)
         self.storage.create_snapshot(meta, self.machine.snapshot())
         self.storage.compact(applied)
 

@@ -26,7 +26,16 @@ CASES = {
         {"committed entry removed", "linearizability", "durable term", "leader completeness", "invariant", "log matching"},
     ),
     "vote_shorter_log": (3, {"leader completeness", "committed entry removed", "linearizability", "commit agreement"}),
+    # Membership: two uncommitted changes let two disjoint majorities decide.
+    "two_pending_conf_changes": (
+        3,
+        {"linearizability", "election safety", "commit agreement", "committed entry removed", "leader completeness",
+         "state machine safety", "acknowledged write lost"},
+    ),
 }
+
+#: Bugs that only show under a membership workload.
+MEMBERSHIP_BUGS = {"two_pending_conf_changes"}
 
 
 def test_every_known_bug_has_a_case() -> None:
@@ -36,7 +45,8 @@ def test_every_known_bug_has_a_case() -> None:
 @pytest.mark.parametrize("bug", sorted(CASES))
 def test_bug_is_caught_within_bounded_seeds(bug: str) -> None:
     nodes, expected_checks = CASES[bug]
-    options = SimOptions(nodes=nodes, bugs=frozenset({bug}))
+    membership = bug in MEMBERSHIP_BUGS
+    options = SimOptions(nodes=nodes, bugs=frozenset({bug}), membership=membership, spare_nodes=2 if membership else 0)
     for seed in range(SEEDS_MAX):
         result = run_seed(seed, options)
         if not result.ok:
@@ -48,6 +58,8 @@ def test_bug_is_caught_within_bounded_seeds(bug: str) -> None:
 def test_same_seeds_without_bugs_are_clean() -> None:
     """The counterpart: the seeds that catch the bugs pass on the correct core."""
     for nodes in (3, 5):
-        for seed in range(5):
-            result = run_seed(seed, SimOptions(nodes=nodes))
-            assert [] == result.violations, f"seed {seed}, {nodes} nodes"
+        for membership in (False, True):
+            options = SimOptions(nodes=nodes, membership=membership, spare_nodes=2 if membership else 0)
+            for seed in range(5):
+                result = run_seed(seed, options)
+                assert [] == result.violations, f"seed {seed}, {nodes} nodes, membership {membership}"

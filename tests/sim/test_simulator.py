@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from rsm.consensus import EntryKind
 from rsm.sim import SimOptions, Simulation, run_seed
 
 #: Seeds the fast suite covers on each cluster size (make test-slow runs 500).
@@ -24,11 +25,28 @@ def test_seeds_run_without_violations(nodes: int) -> None:
     assert acked > 5 * FAST_SEEDS[nodes]  # the workload really made progress
 
 
+#: Seeds of the membership workload (grow, shrink, replace, transfer) per size.
+MEMBERSHIP_SEEDS = {3: 30, 5: 30}
+
+
+@pytest.mark.parametrize("nodes", sorted(MEMBERSHIP_SEEDS))
+def test_membership_changes_under_faults(nodes: int) -> None:
+    changes = 0
+    for seed in range(MEMBERSHIP_SEEDS[nodes]):
+        sim = Simulation(seed, SimOptions(nodes=nodes, membership=True, spare_nodes=2))
+        result = sim.run()
+        assert [] == result.violations, f"replay: python -m rsm.sim --seed {seed} --seeds 1 --nodes {nodes} --membership"
+        changes += sum(1 for _, kind, _ in sim.checker.committed.values() if kind == EntryKind.CONFIG)
+    assert changes > MEMBERSHIP_SEEDS[nodes]  # configurations really changed, more than once a seed
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("nodes", [3, 5])
-def test_many_seeds(nodes: int) -> None:
+@pytest.mark.parametrize("membership", [False, True])
+def test_many_seeds(nodes: int, membership: bool) -> None:
+    options = SimOptions(nodes=nodes, membership=membership, spare_nodes=2 if membership else 0)
     for seed in range(500):
-        assert [] == run_seed(seed, SimOptions(nodes=nodes)).violations, seed
+        assert [] == run_seed(seed, options).violations, seed
 
 
 def test_a_seed_replays_exactly() -> None:
