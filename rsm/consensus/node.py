@@ -65,7 +65,6 @@ KNOWN_BUGS = frozenset(
         "accept_stale_append",  # accept AppendEntries from a leader of an older term
         "vote_shorter_log",  # grant a vote to a candidate whose log is behind ours
         "two_pending_conf_changes",  # allow a second membership change before the first commits
-        "read_acks_from_removed",  # let removed members confirm a ReadIndex round
         "learner_counts_for_commit",  # count a learner's acknowledgement toward commit
     }
 )
@@ -947,17 +946,14 @@ class Node:
             self._send(Message(type=_M.READ_INDEX_RESP, src=self.id, dst=origin, term=self.term, context=ctx, reject=True))
 
     def _ack_read_round(self, member: NodeId, round_id: int) -> None:
-        if member not in self.conf.voters and "read_acks_from_removed" not in self._bugs:
+        if member not in self.conf.voters:
             return
         if round_id > self._round_acks.get(member, 0):
             self._round_acks[member] = round_id
         if not self._pending_reads:
             return
         # Only the current voters confirm leadership: acks of removed members do not count.
-        counted = self._round_acks.items()
-        if "read_acks_from_removed" not in self._bugs:
-            counted = [(m, r) for m, r in counted if m in self.conf.voters]
-        acks = sorted((r for _, r in counted), reverse=True)
+        acks = sorted((r for m, r in self._round_acks.items() if m in self.conf.voters), reverse=True)
         quorum = self.conf.quorum()
         if len(acks) < quorum:
             return

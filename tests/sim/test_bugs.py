@@ -28,14 +28,20 @@ CASES = {
     "vote_shorter_log": (3, {"leader completeness", "committed entry removed", "linearizability", "commit agreement"}),
     # Membership: two uncommitted changes let two disjoint majorities decide.
     "two_pending_conf_changes": (
-        3,
+        5,
         {"linearizability", "election safety", "commit agreement", "committed entry removed", "leader completeness",
          "state machine safety", "acknowledged write lost"},
+    ),
+    # Membership: a learner's acknowledgement makes an entry "committed" without a voter majority.
+    "learner_counts_for_commit": (
+        3,
+        {"leader completeness", "linearizability", "commit agreement", "committed entry removed",
+         "acknowledged write lost", "state machine safety"},
     ),
 }
 
 #: Bugs that only show under a membership workload.
-MEMBERSHIP_BUGS = {"two_pending_conf_changes"}
+MEMBERSHIP_BUGS = {"two_pending_conf_changes", "learner_counts_for_commit"}
 
 
 def test_every_known_bug_has_a_case() -> None:
