@@ -1,0 +1,1 @@
+"""Example replicated state machines built on rsm."""

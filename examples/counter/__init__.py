@@ -1,0 +1,1 @@
+"""The smallest replicated state machine: an in-memory counter."""
