@@ -417,8 +417,8 @@ class Node:
         """Handle a message from a peer."""
         if m.dst != self.id:
             return
-        if m.type in (_M.PRE_VOTE, _M.VOTE) and m.src not in self.conf.voters:
-            return  # a removed (or unknown) node must not disrupt the group (Raft §4.2.3)
+        if m.type in (_M.PRE_VOTE, _M.VOTE) and self._ignore_non_member(m):
+            return
         if m.term > self.term:
             lease = self._in_leader_lease() and m.context != TRANSFER_CONTEXT
             if m.type in (_M.PRE_VOTE, _M.VOTE) and lease:
@@ -498,6 +498,18 @@ class Node:
         self.election_elapsed += 1
         if self.election_elapsed >= self.randomized_election_timeout and self.id in self.conf.voters:
             self._campaign(pre=self.config.pre_vote)
+
+    def _ignore_non_member(self, m: Message) -> bool:
+        """A removed node must not disrupt the group (Raft §4.2.3): ignore its
+        vote requests, so it raises no term. A candidate we do not know whose
+        log is ahead of ours may have been added by a configuration we have not
+        seen yet, so it is heard (ignoring it could leave the group without
+        the votes it needs)."""
+        if m.src in self.conf.members:
+            return False
+        our_term = self.log.last_term()
+        ahead = m.log_term > our_term or (m.log_term == our_term and m.index > self.log.last_index())
+        return not ahead
 
     def _in_leader_lease(self) -> bool:
         return (
@@ -896,8 +908,14 @@ class Node:
                 data = self.log.storage.snapshot_chunk(meta.index, offset, chunk)
                 done = len(data) < chunk or not self.log.storage.snapshot_chunk(meta.index, offset + len(data), 1)
             except SnapshotUnavailable:
-                # A newer snapshot replaced it while we were sending: start over.
-                self._start_snapshot(to, pr)
+                if self.log.storage.snapshot_meta() != meta:
+                    # A newer snapshot replaced it while we were sending: start over.
+                    self._start_snapshot(to, pr)
+                else:
+                    # The newest snapshot cannot be read now: probe again later
+                    # instead of looping here.
+                    pr.become_probe()
+                    pr.probe_sent = True
                 return
             self._send_now(
                 Message(

@@ -7,7 +7,8 @@ growing with the length of the run:
 - log matching: two logs holding an entry with the same index and term hold
   the same entry there and agree on the term before it, hence (by induction)
   on the whole prefix (Raft §5.3);
-- leader completeness: a new leader's log holds every committed entry (§5.4);
+- leader completeness: a leader of term T holds every entry committed in a term
+  before T (§5.4);
 - commit agreement: no two nodes ever consider different entries committed
   at the same index;
 - state machine safety: no two nodes apply different commands at one index,
@@ -44,6 +45,10 @@ class Checker:
         self.leaders: dict[int, NodeId] = {}
         self._logged: dict[tuple[int, int], tuple[EntryKind, bytes, int]] = {}
         self.committed: dict[int, tuple[int, EntryKind, bytes]] = {}
+        #: The term in which each committed index was first seen committed: a
+        #: leader of that term or an earlier one, elected late (a vote delayed in
+        #: the network), may lack the entry; leaders of later terms may not.
+        self.commit_term: dict[int, int] = {}
         self.applied: dict[int, tuple[int, bytes]] = {}
         self.applied_index: dict[NodeId, int] = {}
         self.acked: list[tuple[int, int]] = []
@@ -96,8 +101,8 @@ class Checker:
         self._leader_checked.add((node, term))
         first = log.first_index()
         for index, (entry_term, _, _) in self.committed.items():
-            if index < first:
-                continue  # covered by this node's snapshot, itself only of committed entries
+            if index < first or self.commit_term[index] >= term:
+                continue  # covered by this node's snapshot, or committed in this term or later
             if log.maybe_term(index) != entry_term:
                 self.fail(
                     "leader completeness",
@@ -105,15 +110,16 @@ class Checker:
                 )
                 return
         for index, ack_term in self.acked:
-            if index >= first and log.maybe_term(index) != ack_term:
+            if index >= first and self.commit_term[index] < term and log.maybe_term(index) != ack_term:
                 self.fail("acknowledged write lost", f"leader {node} of term {term} lacks acked entry {index}")
                 return
 
-    def on_commit(self, node: NodeId, log: RaftLog, old: int, new: int) -> None:
+    def on_commit(self, node: NodeId, log: RaftLog, old: int, new: int, term: int) -> None:
         lo = max(old + 1, log.first_index())
         for entry in log.entries(lo, new + 1) if lo <= new else []:
             value = (entry.term, entry.kind, entry.data)
             seen = self.committed.setdefault(entry.index, value)
+            self.commit_term.setdefault(entry.index, term)
             if seen != value:
                 self.fail(
                     "commit agreement",

@@ -180,7 +180,7 @@ class SimReplica:
         checker = self.sim.checker
         committed = self.node.log.committed
         if committed > self.last_commit:
-            checker.on_commit(self.id, self.node.log, self.last_commit, committed)
+            checker.on_commit(self.id, self.node.log, self.last_commit, committed, self.node.term)
             self.last_commit = committed
         is_leader = self.node.role == Role.LEADER
         if is_leader:
