@@ -1,0 +1,1 @@
+"""A key-value store on LMDB: put, get, delete, compare-and-set, scans, TTLs."""
