@@ -26,12 +26,6 @@ CASES = {
         {"committed entry removed", "linearizability", "durable term", "leader completeness", "invariant", "log matching"},
     ),
     "vote_shorter_log": (3, {"leader completeness", "committed entry removed", "linearizability", "commit agreement"}),
-    # Membership: two uncommitted changes let two disjoint majorities decide.
-    "two_pending_conf_changes": (
-        5,
-        {"linearizability", "election safety", "commit agreement", "committed entry removed", "leader completeness",
-         "state machine safety", "acknowledged write lost"},
-    ),
     # Membership: a learner's acknowledgement makes an entry "committed" without a voter majority.
     "learner_counts_for_commit": (
         3,
@@ -43,9 +37,14 @@ CASES = {
 #: Bugs that only show under a membership workload.
 MEMBERSHIP_BUGS = {"two_pending_conf_changes", "learner_counts_for_commit"}
 
+#: Caught by the generic membership workload only about once in 400 seeds (it
+#: needs a double change, then a partition that isolates the right servers
+#: before the entries spread), so it is checked in `make test-slow`.
+RARE_BUGS = {"two_pending_conf_changes": (3, 500)}
+
 
 def test_every_known_bug_has_a_case() -> None:
-    assert KNOWN_BUGS == set(CASES)
+    assert KNOWN_BUGS == set(CASES) | set(RARE_BUGS)
 
 
 @pytest.mark.parametrize("bug", sorted(CASES))
@@ -69,3 +68,14 @@ def test_same_seeds_without_bugs_are_clean() -> None:
             for seed in range(5):
                 result = run_seed(seed, options)
                 assert [] == result.violations, f"seed {seed}, {nodes} nodes, membership {membership}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", sorted(RARE_BUGS))
+def test_rare_bug_is_caught(bug: str) -> None:
+    nodes, seeds_max = RARE_BUGS[bug]
+    options = SimOptions(nodes=nodes, bugs=frozenset({bug}), membership=True, spare_nodes=2)
+    for seed in range(seeds_max):
+        if not run_seed(seed, options).ok:
+            return
+    pytest.fail(f"{bug} went unnoticed for {seeds_max} seeds")
