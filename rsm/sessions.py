@@ -283,10 +283,11 @@ class SessionTable:
     def record(self, session_id: int, seq: int, result: bytes) -> None:
         """Remember the result of a new command `lookup` just let through."""
         session = self._sessions.get(session_id)
-        invariant(session is not None, f"record for unknown session {session_id}")
+        # Conditions first, so the hot path formats no message.
+        if session is None or seq < session.low or seq in session.results:
+            invariant(False, f"session {session_id}: record of seq {seq} for an unknown session, "
+                             "twice, or below the watermark")
         assert session is not None  # for the type checker
-        invariant(seq >= session.low and seq not in session.results,
-                  f"session {session_id}: seq {seq} recorded twice or below the watermark")
         session.results[seq] = result
         if len(session.results) > self.settings.results_per_session_max:
             session.forget_below(min(session.results) + 1)
@@ -298,7 +299,8 @@ class SessionTable:
         session = self._sessions.get(session_id)
         if session is None:
             raise SessionExpired(f"session {session_id} is unknown (expired, closed or never registered)")
-        invariant(index > session.last_index, f"session {session_id} touched at an old index {index}")
+        if index <= session.last_index:
+            invariant(False, f"session {session_id} touched at an old index {index}")
         session.last_index = index
         session.last_ms = self.clock_ms
         self._sessions.move_to_end(session_id)

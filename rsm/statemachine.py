@@ -1298,13 +1298,15 @@ class MachineHost:
 
     def _apply_one(self, index: int, term: int, timestamp_ms: int | None,
                    payload: bytes | MembershipView | None) -> bytes | None:
-        invariant(index == self._applied_index + 1,
-                  f"apply index {index} after applied index {self._applied_index}: entries must be consecutive")
-        invariant(term >= self._applied_term, f"apply term {term} below applied term {self._applied_term}")
+        # Checked before calling invariant() so the hot path formats no message.
+        if index != self._applied_index + 1 or term < self._applied_term:
+            invariant(False, f"apply ({index}, term {term}) after ({self._applied_index}, term "
+                             f"{self._applied_term}): entries must be consecutive, terms must not decrease")
         if timestamp_ms is None:
             clock_ms = self.sessions.clock_ms
         else:
-            invariant(type(timestamp_ms) is int and timestamp_ms >= 0, f"bad timestamp_ms {timestamp_ms!r}")
+            if type(timestamp_ms) is not int or timestamp_ms < 0:
+                invariant(False, f"bad timestamp_ms {timestamp_ms!r}")
             clock_ms = self.sessions.advance_clock(timestamp_ms)
         if payload is None:
             result = None

@@ -104,7 +104,7 @@ def test_entries_must_be_consecutive() -> None:
     host.apply(1, 1, 1, encode_call(Counter, "increment"))
     with pytest.raises(InvariantViolation, match="consecutive"):
         host.apply(3, 1, 1, encode_call(Counter, "increment"))
-    with pytest.raises(InvariantViolation, match="term"):
+    with pytest.raises(InvariantViolation, match="terms must not decrease"):
         host.apply(2, 0, 1, encode_call(Counter, "increment"))
 
 
