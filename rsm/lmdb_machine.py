@@ -35,6 +35,7 @@ installs the snapshot again) instead of a half-restored one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -132,7 +133,8 @@ class Table:
 
     def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
         """The value of `key`, or `default`."""
-        return self._machine.txn.get(key, default, db=self._db)
+        value: bytes | None = self._machine.txn.get(key, default, db=self._db)
+        return value
 
     def put(self, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
         """Store `value` under `key`; with ``overwrite=False`` keep an existing
@@ -209,6 +211,11 @@ class LMDBStateMachine(StateMachine):
     """
 
     __slots__ = ("_rsm_backend", "_rsm_map_full", "_rsm_tables", "_rsm_txn", "_rsm_writable")
+    _rsm_backend: _LMDBBackend | None
+    _rsm_map_full: bool
+    _rsm_tables: dict[str, Table] | None
+    _rsm_txn: Any
+    _rsm_writable: bool
 
     #: Extra named tables (besides "default"). Part of the on-disk format:
     #: a snapshot can only be restored into a machine with the same tables.
@@ -517,7 +524,7 @@ class _LMDBBackend(_Backend):
             pending.append((db, flat))
             pending_bytes += sum(map(len, flat))
             if pending_bytes >= self.settings.lmdb_restore_txn_bytes:
-                self._write(lambda txn, batch=pending: _put_pairs(txn, batch))
+                self._write(functools.partial(_put_pairs, batch=pending))
                 pending, pending_bytes = [], 0
         reader.drain()
         self._write(lambda txn: self._finish_restore(txn, pending, header, sessions))

@@ -338,7 +338,8 @@ class SessionTable:
 
     def encode(self) -> bytes:
         """The table as bytes, for snapshots."""
-        return msgpack.packb(self.as_list(), use_bin_type=True)
+        data: bytes = msgpack.packb(self.as_list(), use_bin_type=True)
+        return data
 
     def digest(self) -> bytes:
         """A hash of the table and its settings (equal tables, equal digests)."""
@@ -390,7 +391,8 @@ class SessionTable:
 
 def encode_session(session: Session) -> bytes:
     """One session as bytes (the on-disk host stores one record per session)."""
-    return msgpack.packb([SESSION_FORMAT_VERSION, *session.as_list()], use_bin_type=True)
+    data: bytes = msgpack.packb([SESSION_FORMAT_VERSION, *session.as_list()], use_bin_type=True)
+    return data
 
 
 def decode_session(data: bytes) -> Session:

@@ -47,7 +47,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, BinaryIO, ClassVar, Final, TypeVar
+from typing import Any, BinaryIO, ClassVar, Final, TypeVar, cast
 
 import attrs
 import msgpack
@@ -302,7 +302,7 @@ def _register(cls: type[T], tag: str | None) -> type[T]:
         raise TypeError(f"register(): {cls.__qualname__} is already registered as {_BY_CLASS[cls].tag!r}")
     _BY_CLASS[cls] = entry
     _BY_TAG[tag] = entry
-    return cls
+    return cast("type[T]", cls)
 
 
 def registered_tag(cls: type) -> str | None:
@@ -335,7 +335,8 @@ def _default(obj: object) -> object:
 def _packb(obj: object) -> bytes:
     # strict_types: subclasses (IntEnum, defaultdict, ...) reach `_default` and
     # are refused, instead of being silently flattened into their base type.
-    return msgpack.packb(obj, default=_default, use_bin_type=True, strict_types=True)
+    data: bytes = msgpack.packb(obj, default=_default, use_bin_type=True, strict_types=True)
+    return data
 
 
 def _ext_hooks(depth_max: int) -> list[Callable[[int, bytes], object]]:
@@ -409,12 +410,14 @@ def canonical_bytes(value: object) -> bytes:
     """The canonical msgpack encoding of `value`: map entries sorted by their
     encoded key, so equal values have equal bytes whatever their insertion
     order. Used for digests; slower than `encode_value`."""
+    if type(value) is dict:
+        items = sorted((canonical_bytes(k), canonical_bytes(v)) for k, v in value.items())
+        header: bytes = _pack_map_header(len(items))
+        return header + b"".join(k + v for k, v in items)
+    if type(value) is list or type(value) is tuple:
+        header = _pack_array_header(len(value))
+        return header + b"".join(canonical_bytes(x) for x in value)
     cls = type(value)
-    if cls is dict:
-        items = sorted((canonical_bytes(k), canonical_bytes(v)) for k, v in value.items())  # type: ignore[attr-defined]
-        return _pack_map_header(len(items)) + b"".join(k + v for k, v in items)
-    if cls is list or cls is tuple:
-        return _pack_array_header(len(value)) + b"".join(canonical_bytes(x) for x in value)  # type: ignore[arg-type, attr-defined]
     entry = _BY_CLASS.get(cls)
     if entry is not None:
         inner = canonical_bytes([entry.tag, *(getattr(value, n) for n in entry.names)])
@@ -550,6 +553,10 @@ class ApplyContext:
         return f"ApplyContext({kind}, index={self.index}, term={self.term}, timestamp_ms={self.timestamp_ms})"
 
 
+def _sorted_ids(ids: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(ids))
+
+
 @attrs.frozen(slots=True)
 class MembershipView:
     """The replica set after a configuration change, as the machine sees it.
@@ -557,8 +564,8 @@ class MembershipView:
     Node ids are sorted, so the view is the same value on every replica.
     """
 
-    voters: tuple[str, ...] = attrs.field(converter=lambda v: tuple(sorted(v)))
-    learners: tuple[str, ...] = attrs.field(default=(), converter=lambda v: tuple(sorted(v)))
+    voters: tuple[str, ...] = attrs.field(converter=_sorted_ids)
+    learners: tuple[str, ...] = attrs.field(default=(), converter=_sorted_ids)
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -584,6 +591,7 @@ class StateMachine:
     """
 
     __slots__ = ("__weakref__", "_rsm_context")
+    _rsm_context: ApplyContext | None
 
     _rsm_commands: ClassVar[Mapping[str, MethodSpec]] = MappingProxyType({})
     _rsm_queries: ClassVar[Mapping[str, MethodSpec]] = MappingProxyType({})
@@ -718,7 +726,7 @@ def _bad(message: str) -> DecodeError:
 
 
 def _is_id(value: object) -> bool:
-    return type(value) is int and 0 < value < _INT_END  # type: ignore[operator]
+    return type(value) is int and 0 < value < _INT_END
 
 
 def _validate_envelope(obj: Any) -> list[Any]:
@@ -803,6 +811,8 @@ def encode_call(machine_cls: type[StateMachine], name: str, args: Sequence[Any] 
     (`session_id`, `seq`, and `ack`: the lowest seq without a result yet).
     """
     spec = _method_spec(machine_cls, name)
+    if isinstance(args, str | bytes | bytearray) or not isinstance(args, Sequence):
+        raise BadArguments(f"args must be a list or tuple of positional arguments, got {type(args).__name__}")
     kwargs = dict(kwargs or {})
     try:
         spec.signature.bind(*args, **kwargs)
@@ -892,7 +902,7 @@ class _Codec:
     def ok(self, value: object) -> bytes:
         """Encode a result; raise CommandError if it cannot be sent back."""
         try:
-            data = self._pack([RESULT_OK, value])
+            data: bytes = self._pack([RESULT_OK, value])
         except (TypeError, ValueError, OverflowError) as exc:
             raise CommandError("rsm.UnencodableResult", str(exc)) from None
         if len(data) > self.settings.result_bytes_max:
@@ -901,7 +911,8 @@ class _Codec:
         return data
 
     def error(self, type_name: str, message: str) -> bytes:
-        return self._pack([RESULT_ERROR, type_name, message[: self.settings.error_message_chars_max]])
+        data: bytes = self._pack([RESULT_ERROR, type_name, message[: self.settings.error_message_chars_max]])
+        return data
 
     def exception(self, exc: BaseException) -> bytes:
         """The error result for `exc`. Its message must be deterministic."""
@@ -1176,7 +1187,7 @@ class _MemoryBackend(_Backend):
     def restore(self, inp: BinaryIO) -> tuple[int, int, SessionTable]:
         header, reader = _read_container(inp, SNAPSHOT_KIND_MEMORY)
         sessions = _decode_sessions(header.sessions, self.settings)
-        self.machine.restore(io.BufferedReader(reader))  # type: ignore[arg-type]
+        self.machine.restore(cast(BinaryIO, io.BufferedReader(reader)))
         reader.drain()
         return header.applied_index, header.applied_term, sessions
 

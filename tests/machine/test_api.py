@@ -122,6 +122,8 @@ def test_bad_arguments_are_rejected() -> None:
         encode_call(Counter, "increment", [1, 2])
     with pytest.raises(BadArguments):
         encode_call(Counter, "increment", [], {"amount": 1})
+    with pytest.raises(BadArguments, match="list or tuple"):
+        encode_call(Counter, "increment", "1")  # type: ignore[arg-type]
     with pytest.raises(BadArguments, match="no session"):
         encode_call(Counter, "get", session_id=1, seq=1)
 
