@@ -79,6 +79,7 @@ __all__ = [
     "StateMachine",
     "UnencodableValue",
     "UnknownMethod",
+    "canonical_bytes",
     "command",
     "decode_call",
     "decode_result",
@@ -91,6 +92,7 @@ __all__ = [
     "payload_kind",
     "query",
     "register",
+    "registered_tag",
 ]
 
 KiB: Final = 1 << 10
