@@ -294,6 +294,7 @@ class _LMDBBackend(_Backend):
     """Runs an `LMDBStateMachine` on its environment. See the module docstring."""
 
     machine: LMDBStateMachine
+    durable = True
 
     def __init__(self, machine: LMDBStateMachine, path: str, settings: MachineSettings, codec: _Codec) -> None:
         self.machine = machine

@@ -1087,6 +1087,9 @@ class _Backend:
     """
 
     machine: StateMachine
+    #: Whether an aborted batch leaves the durable state untouched, so the
+    #: host can reload it (LMDB); in-memory state cannot be reverted.
+    durable: ClassVar[bool] = False
 
     def load(self) -> tuple[int, int, SessionTable]:
         raise NotImplementedError
@@ -1287,14 +1290,15 @@ class MachineHost:
     def apply_batch(self, items: Sequence[BatchItem]) -> list[bytes | None]:
         """Apply consecutive committed entries; return their results in order."""
         items = items if isinstance(items, list) else list(items)
+        if not items:
+            return []
         while True:
             try:
                 return self._apply_batch_once(items)
             except _MapFull:
-                # LMDB only: the batch was aborted. Reload what is durable and
-                # redo the batch with more room; apply is deterministic, so the
-                # results are the same ones.
-                self._load()
+                # LMDB only: the batch was aborted and the durable state
+                # reloaded. Redo it with more room; apply is deterministic, so
+                # the results are the same ones.
                 self._backend.grow()
 
     def _apply_batch_once(self, items: list[BatchItem]) -> list[bytes | None]:
@@ -1306,6 +1310,8 @@ class MachineHost:
             backend.commit_batch(self._applied_index, self._applied_term, self.sessions)
         except BaseException:
             backend.abort_batch()
+            if backend.durable:  # the applied index and sessions go back too
+                self._load()
             raise
         return results
 

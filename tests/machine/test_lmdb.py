@@ -126,6 +126,8 @@ def test_a_batch_is_atomic_with_its_applied_index(tmp_path: Path) -> None:
     host.apply_batch([(1, 1, 1, put)])
     with pytest.raises(InvariantViolation):
         host.apply_batch([(2, 1, 2, encode_call(Ledger, "put", ["b", b"2"])), (4, 1, 3, put)])
+    assert 1 == host.applied_index  # the host went back to what is durable
+    assert [] == host.apply_batch([])
     host.close()
     again = open_host(tmp_path)
     assert 1 == again.applied_index
