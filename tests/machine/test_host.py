@@ -301,7 +301,7 @@ commands = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(commands, st.integers(0, 3))
 def test_two_hosts_fed_the_same_log_agree(ops: list[tuple[str, int | None]], gap: int) -> None:
     a = MachineHost(Account(), settings=MachineSettings(sessions=SessionSettings(session_timeout_ms=20)))

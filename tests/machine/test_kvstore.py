@@ -128,7 +128,7 @@ ops = st.lists(st.tuples(
 ), max_size=30)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops)
 def test_matches_a_model_and_replicas_agree(tmp_path_factory: pytest.TempPathFactory,
                                              script: list[tuple[str, str, int, int | None, int]]) -> None:
