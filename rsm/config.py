@@ -1,0 +1,211 @@
+"""The cluster configuration file (`cluster.toml`) and the replica's settings.
+
+Example::
+
+    cluster_id = "rsm-5f1c"
+    app = "examples.kvstore.machine:KVStore"
+    secret_file = "cluster.secret"     # relative to this file; mode 0600
+    tick_ms = 20
+
+    [replicas.n1]
+    peer = "127.0.0.1:7100"            # replica-to-replica (Raft) address
+    client = "127.0.0.1:7101"          # client address
+    data = "data/n1"                   # data directory, relative to this file
+
+    [consensus]                        # optional: rsm.consensus.Config fields
+    election_timeout_ticks = 10
+
+    [replica]                          # optional: ReplicaSettings fields
+    snapshot_every_entries = 10000
+
+The set of `[replicas.*]` tables is the initial membership; later membership
+changes are recorded in the replicated log, not in this file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import secrets
+import stat
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from rsm.consensus.config import Config
+from rsm.errors import ConfigError
+
+Address = tuple[str, int]
+
+
+def parse_address(text: str) -> Address:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"bad address {text!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+def format_address(address: Address) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+@attrs.frozen(kw_only=True)
+class ReplicaSettings:
+    """Limits and periods of the replica runtime (`[replica]` in cluster.toml)."""
+
+    #: Take a snapshot (and compact the log) after this many applied entries.
+    snapshot_every_entries: int = 10_000
+    #: Client requests (commands and reads) in progress on one replica before it
+    #: answers BUSY: back-pressure instead of unbounded memory.
+    pending_requests_max: int = 20_000
+    #: Largest command payload accepted from a client (the entry adds 8 bytes).
+    command_bytes_max: int = 4 << 20
+    #: Compute and exchange the state digest every this many applied entries.
+    digest_every_entries: int = 1_000
+    #: Seconds to wait for in-flight work on shutdown.
+    shutdown_timeout_s: float = 5.0
+
+    def validate(self) -> ReplicaSettings:
+        for name in ("snapshot_every_entries", "pending_requests_max", "command_bytes_max", "digest_every_entries"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ConfigError(f"replica.{name} must be a positive integer, got {value!r}")
+        if not self.shutdown_timeout_s > 0:
+            raise ConfigError("replica.shutdown_timeout_s must be positive")
+        return self
+
+
+@attrs.frozen(kw_only=True)
+class ReplicaAddress:
+    node_id: str
+    peer: Address
+    client: Address
+    data: Path
+
+
+@attrs.frozen(kw_only=True)
+class ClusterConfig:
+    path: Path
+    cluster_id: str
+    app: str
+    secret: bytes = attrs.field(repr=False)
+    tick_ms: int
+    replicas: dict[str, ReplicaAddress]
+    consensus: Config
+    replica: ReplicaSettings
+
+    def replica_for(self, node_id: str) -> ReplicaAddress:
+        try:
+            return self.replicas[node_id]
+        except KeyError:
+            raise ConfigError(f"{node_id!r} is not a replica of {self.path} (replicas: {', '.join(self.replicas)})") from None
+
+    def client_addresses(self) -> dict[str, Address]:
+        return {node_id: r.client for node_id, r in self.replicas.items()}
+
+
+def load_app(spec: str) -> type:
+    """Import "package.module:Class" (the application's StateMachine class)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"app must look like 'package.module:Class', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r} for app {spec!r}: {exc}") from exc
+    try:
+        return getattr(module, attr)  # type: ignore[no-any-return]
+    except AttributeError:
+        raise ConfigError(f"{module_name!r} has no attribute {attr!r}") from None
+
+
+def read_secret(path: Path) -> bytes:
+    """Read the cluster secret; refuse a file others can read."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"secret file {path} does not exist (rsm init creates one)") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"secret file {path} is readable by others; chmod 600 {path}")
+    secret = path.read_bytes().strip()
+    if len(secret) < 16:
+        raise ConfigError(f"secret file {path} holds fewer than 16 bytes")
+    return secret
+
+
+def write_secret(path: Path) -> None:
+    """Create a new random secret, readable by the owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+
+
+def _settings(cls: type, table: dict[str, Any], section: str) -> Any:
+    known = {a.name for a in attrs.fields(cls)}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [{section}]: {', '.join(sorted(unknown))}")
+    try:
+        return cls(**table).validate()
+    except TypeError as exc:
+        raise ConfigError(f"[{section}]: {exc}") from exc
+
+
+def load_config(path: str | os.PathLike[str]) -> ClusterConfig:
+    """Read and validate a cluster.toml; every error names the file and the field."""
+    path = Path(path).resolve()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    base = path.parent
+    for key in ("cluster_id", "app", "secret_file"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise ConfigError(f"{path}: '{key}' must be a non-empty string")
+    tick_ms = raw.get("tick_ms", 20)
+    if type(tick_ms) is not int or tick_ms < 1:
+        raise ConfigError(f"{path}: tick_ms must be a positive integer")
+    tables = raw.get("replicas")
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"{path}: at least one [replicas.ID] table is needed")
+    replicas = {}
+    for node_id, table in tables.items():
+        try:
+            replicas[node_id] = ReplicaAddress(
+                node_id=node_id,
+                peer=parse_address(table["peer"]),
+                client=parse_address(table["client"]),
+                data=(base / table["data"]).resolve(),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}: [replicas.{node_id}] needs peer, client and data ({exc})") from exc
+    return ClusterConfig(
+        path=path,
+        cluster_id=raw["cluster_id"],
+        app=raw["app"],
+        secret=read_secret(base / raw["secret_file"]),
+        tick_ms=tick_ms,
+        replicas=replicas,
+        consensus=_settings(Config, raw.get("consensus", {}), "consensus"),
+        replica=_settings(ReplicaSettings, raw.get("replica", {}), "replica"),
+    )
+
+
+def render_config(
+    *, cluster_id: str, app: str, secret_file: str, replicas: dict[str, tuple[str, str, str]], tick_ms: int = 20
+) -> str:
+    """The text of a new cluster.toml (used by `rsm init`)."""
+    lines = [
+        f'cluster_id = "{cluster_id}"',
+        f'app = "{app}"',
+        f'secret_file = "{secret_file}"',
+        f"tick_ms = {tick_ms}",
+        "",
+    ]
+    for node_id, (peer, client, data) in replicas.items():
+        lines += [f"[replicas.{node_id}]", f'peer = "{peer}"', f'client = "{client}"', f'data = "{data}"', ""]
+    return "\n".join(lines)
