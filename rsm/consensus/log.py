@@ -164,8 +164,8 @@ class RaftLog:
         """The driver has persisted entries up to `index` (last entry's term `term`)."""
         if not self.unstable or index < self.unstable_offset:
             return
-        if self.term(index) != term:
-            return  # replaced by a newer append since; that one is still unstable
+        if self.maybe_term(index) != term:
+            return  # replaced (or cut short) by a newer append since; that one is still unstable
         del self.unstable[: index + 1 - self.unstable_offset]
         self.unstable_offset = index + 1
 

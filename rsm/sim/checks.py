@@ -50,6 +50,7 @@ class Checker:
         #: the network), may lack the entry; leaders of later terms may not.
         self.commit_term: dict[int, int] = {}
         self.applied: dict[int, tuple[int, bytes]] = {}
+        self.results: dict[int, bytes | None] = {}
         self.applied_index: dict[NodeId, int] = {}
         self.acked: list[tuple[int, int]] = []
         self._durable: dict[NodeId, HardState] = {}
@@ -130,7 +131,7 @@ class Checker:
     def on_restore(self, node: NodeId, index: int) -> None:
         self.applied_index[node] = index
 
-    def on_apply(self, node: NodeId, entry: Entry) -> None:
+    def on_apply(self, node: NodeId, entry: Entry, result: bytes | None = None) -> None:
         last = self.applied_index.get(node, 0)
         if entry.index != last + 1:
             self.fail("apply order", f"{node} applied index {entry.index} after {last}")
@@ -141,6 +142,15 @@ class Checker:
             self.fail(
                 "state machine safety",
                 f"{node} applied term {entry.term} at index {entry.index}; another node applied term {seen[0]}",
+            )
+            return
+        # The same command on the same state must give the same result everywhere.
+        first = self.results.setdefault(entry.index, result)
+        if first != result:
+            self.fail(
+                "determinism",
+                f"{node} got a different result for index {entry.index}: {result!r} vs {first!r} "
+                "(apply depends on something other than the command and the state)",
             )
 
     def on_send(self, msg: Message, storage: Storage) -> None:

@@ -33,7 +33,7 @@ from rsm.consensus.types import ConfChange, ConfChangeKind, ConfState, Message, 
 from rsm.errors import InvariantViolation, NotLeader, ProposalDropped, RsmError
 from rsm.sim.checks import Checker, Violation
 from rsm.sim.linearizability import History, check
-from rsm.sim.machine import KVMachine, encode_put
+from rsm.sim.machine import KVMachine, SimMachine, encode_put
 from rsm.sim.network import NetworkFaults, SimNetwork
 from rsm.sim.replica import SimReplica
 
@@ -99,6 +99,8 @@ class SimOptions:
     spare_nodes: int = 0
     #: Mean virtual ms between membership operations.
     membership_interval_ms: int = 100
+    #: Makes the state machine each replica runs (a fresh one per boot).
+    machine_factory: Callable[[], SimMachine] = KVMachine
     check_linearizability: bool = True
     bugs: frozenset[str] = frozenset()
     #: "chaos": faults of every kind at random moments. "leader-churn": rare
@@ -171,6 +173,9 @@ class Simulation:
         if self.admin is not None:
             self.schedule(self.options.membership_interval_ms, self.admin.next_change)
 
+    def new_machine(self) -> SimMachine:
+        return self.options.machine_factory()
+
     # -- the event loop -------------------------------------------------------
     def schedule(self, delay: int, fn: Callable[..., None], *args: Any) -> None:
         self._seq += 1
@@ -187,6 +192,8 @@ class Simulation:
             fn(*args)
         except InvariantViolation as exc:
             self.checker.fail("invariant", f"{exc} (event {fn.__name__})")
+        except Exception as exc:  # any other escape from the core is a bug too: report the seed
+            self.checker.fail("exception", f"{type(exc).__name__}: {exc} (event {fn.__name__})")
         return True
 
     def disk_latency(self) -> int:
@@ -343,14 +350,28 @@ class Simulation:
         self._client_ops += 1
         value = client * 1_000_000 + self._client_ops
         op = self.history.invoke_put(client, key, value, self.now)
-        target = self.rng.choice(sorted(self.replicas))
-        self._client_put(client, op, key, value, target, self.now + self.options.client_timeout_ms)
+
+        def done(ok: bool, index: int, result: bytes | None) -> None:
+            if ok:
+                self.history.complete(op, self.now)
+            else:
+                self.history.fail_unknown(op)
+            self._client_done(client)
+
+        self.submit(encode_put(key, value), done)
 
     def start_get(self, client: int, key: str) -> None:
         """A client reads `key` linearizably (ReadIndex, via any replica)."""
         op = self.history.invoke_get(client, key, self.now)
-        target = self.rng.choice(sorted(self.replicas))
-        self._client_get(client, op, key, target, self.now + self.options.client_timeout_ms)
+
+        def done(ok: bool, value: Any) -> None:
+            if ok:
+                self.history.complete(op, self.now, value)
+            else:
+                self.history.fail_unknown(op)
+            self._client_done(client)
+
+        self.read(lambda machine: machine.data.get(key), done)
 
     def run_for(self, ms: int) -> None:
         """Advance virtual time by `ms`, stopping early at a violation."""
@@ -372,24 +393,34 @@ class Simulation:
     def _client_done(self, client: int) -> None:
         self.schedule(self.rng.randint(1, 2 * self.options.think_ms), self._client_next, client)
 
-    def _client_put(self, client: int, op: int, key: str, value: int, target: NodeId, deadline: int) -> None:
-        """Send a put to `target`; follow leader hints until the deadline."""
+    def submit(self, command: bytes, on_done: Callable[[bool, int, bytes | None], None]) -> None:
+        """A client proposes `command` through any replica, following leader
+        hints until `client_timeout_ms` passes. `on_done(ok, index, result)`
+        runs once, when the answer reaches the client; ok False means the
+        outcome is unknown (the command may or may not have been applied)."""
+        deadline = self.now + self.options.client_timeout_ms
+        self._submit_to(self.rng.choice(sorted(self.replicas)), command, deadline, on_done)
+
+    def _retry_target(self, hint: NodeId | None) -> NodeId:
+        return hint if hint in self.replicas else self.rng.choice(sorted(self.replicas))
+
+    def _submit_to(
+        self, target: NodeId, command: bytes, deadline: int, on_done: Callable[[bool, int, bytes | None], None]
+    ) -> None:
         replica = self.replicas[target]
         if self.now >= deadline:
-            self.history.fail_unknown(op)
-            self._client_done(client)
+            on_done(False, 0, None)
             return
-        state = {"settled": False}
 
         def retry(hint: NodeId | None) -> None:
-            nxt = hint if hint in self.replicas else self.rng.choice(sorted(self.replicas))
-            self.schedule(self.rng.randint(2, 12), self._client_put, client, op, key, value, nxt, deadline)
+            self.schedule(self.rng.randint(2, 12), self._submit_to, self._retry_target(hint), command, deadline, on_done)
 
         if not replica.alive:
             retry(None)
             return
+        state = {"settled": False}
         try:
-            index = replica.propose(encode_put(key, value), lambda term, ok: on_applied(term, ok))
+            index = replica.propose(command, lambda term, ok, result: on_applied(term, ok, result))
         except NotLeader as exc:
             retry(exc.leader_hint)
             return
@@ -398,69 +429,61 @@ class Simulation:
             return
         replica.after_event()
 
-        def on_applied(term: int, ok: bool) -> None:
+        def on_applied(term: int, ok: bool, result: bytes | None) -> None:
             if state["settled"]:
                 return
             state["settled"] = True
             if ok:
                 self.checker.on_ack(index, term)
-                self.schedule(self.rng.randint(1, 4), finish, True)
-            else:
-                self.schedule(self.rng.randint(1, 4), finish, False)
+            self.schedule(self.rng.randint(1, 4), answer, ok, result)
 
-        def finish(ok: bool) -> None:
-            if ok and self.now <= deadline:
-                self.history.complete(op, self.now)
-            else:
-                self.history.fail_unknown(op)
-            self._client_done(client)
+        def answer(ok: bool, result: bytes | None) -> None:
+            on_done(ok and self.now <= deadline, index, result)
 
         def timeout() -> None:
             if not state["settled"]:
                 state["settled"] = True
-                self.history.fail_unknown(op)
-                self._client_done(client)
+                on_done(False, index, None)
 
         self.schedule(max(1, deadline - self.now), timeout)
 
-    def _client_get(self, client: int, op: int, key: str, target: NodeId, deadline: int) -> None:
+    def read(self, query: Callable[[Any], Any], on_done: Callable[[bool, Any], None]) -> None:
+        """A client runs `query(machine)` linearizably (ReadIndex) through any
+        replica; `on_done(ok, value)` runs once when the answer arrives (ok
+        False: no answer before `client_timeout_ms`)."""
+        deadline = self.now + self.options.client_timeout_ms
+        self._read_at(self.rng.choice(sorted(self.replicas)), query, deadline, on_done)
+
+    def _read_at(self, target: NodeId, query: Callable[[Any], Any], deadline: int, on_done: Callable[[bool, Any], None]) -> None:
         replica = self.replicas[target]
         if self.now >= deadline:
-            self.history.fail_unknown(op)
-            self._client_done(client)
+            on_done(False, None)
             return
 
         def retry(hint: NodeId | None) -> None:
-            nxt = hint if hint in self.replicas else self.rng.choice(sorted(self.replicas))
-            self.schedule(self.rng.randint(2, 12), self._client_get, client, op, key, nxt, deadline)
+            self.schedule(self.rng.randint(2, 12), self._read_at, self._retry_target(hint), query, deadline, on_done)
 
         if not replica.alive:
             retry(None)
             return
         state = {"settled": False}
 
-        def on_read(machine: KVMachine | None) -> None:
+        def on_read(machine: Any) -> None:
             if state["settled"]:
                 return
             state["settled"] = True
             if machine is None:
                 retry(None)  # leadership lost before confirming: safe to try again
                 return
-            value = machine.data.get(key)
-            self.schedule(self.rng.randint(1, 4), finish, value)
+            self.schedule(self.rng.randint(1, 4), answer, query(machine))
 
-        def finish(value: int | None) -> None:
-            if self.now <= deadline:
-                self.history.complete(op, self.now, value)
-            else:
-                self.history.fail_unknown(op)
-            self._client_done(client)
+        def answer(value: Any) -> None:
+            on_done(self.now <= deadline, value)
 
         def timeout() -> None:
             if not state["settled"]:
                 state["settled"] = True
-                self.history.fail_unknown(op)
-                self._client_done(client)
+                on_done(False, None)
 
         self._client_ops += 1
         try:

@@ -17,14 +17,14 @@ from rsm.consensus.node import Node
 from rsm.consensus.ready import Ready
 from rsm.consensus.types import ConfState, EntryKind, NodeId, ReadState, Role, SnapshotMeta
 from rsm.errors import LogCompacted
-from rsm.sim.machine import KVMachine
+from rsm.sim.machine import SimMachine
 from rsm.storage.memory import MemoryStorage
 
 if TYPE_CHECKING:
     from rsm.sim.cluster import Simulation
 
-ApplyWaiter = Callable[[int, bool], None]  # (term, applied here?) -> None
-ReadWaiter = Callable[[KVMachine | None], None]
+ApplyWaiter = Callable[[int, bool, bytes | None], None]  # (term, applied as proposed?, result)
+ReadWaiter = Callable[[SimMachine | None], None]
 
 
 class SimReplica:
@@ -41,7 +41,7 @@ class SimReplica:
         """Start from what is durable, as a restarted process would."""
         self.alive = True
         self.incarnation += 1
-        self.machine = KVMachine()
+        self.machine: SimMachine = self.sim.new_machine()
         self.machine.restore(self.storage.snapshot_data())
         # The configuration as of the applied index: what a local snapshot records.
         self.applied_conf = self.storage.snapshot_meta().conf
@@ -60,7 +60,7 @@ class SimReplica:
         self.alive = False
         self.incarnation += 1
         for _, waiter in self.proposals.values():
-            waiter(0, False)
+            waiter(0, False, None)
         for waiter in list(self.reads.values()) + [w for _, w in self.ready_reads]:
             waiter(None)
         self.proposals = {}
@@ -144,17 +144,14 @@ class SimReplica:
 
     def _apply(self, rd: Ready) -> None:
         for entry in rd.committed_entries:
-            if entry.kind == EntryKind.NORMAL:
-                self.machine.apply(entry.index, entry.data)
-            else:
-                self.machine.applied = entry.index
-                if entry.kind == EntryKind.CONFIG:
-                    self.applied_conf = decode_conf(entry.data)
-            self.sim.checker.on_apply(self.id, entry)
+            if entry.kind == EntryKind.CONFIG:
+                self.applied_conf = decode_conf(entry.data)
+            result = self.machine.apply_entry(entry)
+            self.sim.checker.on_apply(self.id, entry, result)
             waiting = self.proposals.pop(entry.index, None)
             if waiting is not None:
                 term, waiter = waiting
-                waiter(entry.term, entry.term == term)
+                waiter(entry.term, entry.term == term, result)
 
     def _serve_reads(self) -> None:
         still = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from rsm.consensus import Config, EntryKind, HardState, Message, MessageType, Role
+from rsm.consensus import Config, Entry, EntryKind, HardState, Message, MessageType, Role
 from rsm.errors import ConfigError, NotLeader, ProposalDropped
 
 from .harness import Cluster, make_config
@@ -356,3 +356,22 @@ def test_ready_must_alternate_with_advance() -> None:
 
     with pytest.raises(InvariantViolation):
         c.nodes["n1"].ready()
+
+
+def test_a_batch_cut_short_while_it_was_being_written_is_not_marked_stable() -> None:
+    """Found by the simulator (seed 250, 5 nodes, membership): entries 4-5 are
+    being written when a new leader's append replaces them with a shorter log;
+    advance() must not treat the shorter log as durable."""
+    c = Cluster(IDS3, config=make_config(check_quorum=False, pre_vote=False))
+    c.elect("n1")
+    n2 = c.nodes["n2"]
+    t = n2.term
+    n2.step(Message(type=MessageType.APPEND, src="n1", dst="n2", term=t, index=1, log_term=t,
+                    entries=(Entry(2, t), Entry(3, t)), commit=1))
+    rd = n2.ready()  # entries 2-3 are being written...
+    n2.step(Message(type=MessageType.APPEND, src="n3", dst="n2", term=t + 1, index=1, log_term=t,
+                    entries=(Entry(2, t + 1),), commit=1))  # ...when a new leader replaces them
+    c.storages["n2"].save(rd.hard_state, rd.entries)
+    n2.advance(rd)
+    assert [Entry(2, t + 1)] == n2.log.unstable  # still to be written
+    assert 1 == n2.log.stable_last_index()
