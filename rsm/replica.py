@@ -282,14 +282,18 @@ class Replica:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            self._process()
+            await self._process()
 
-    def _process(self) -> None:
+    async def _process(self) -> None:
         node = self.node
         while node.has_ready():
             rd = node.ready()
             for msg in rd.messages_now:
                 self._send(msg)
+            if rd.messages_now and rd.must_persist():
+                # Let the transport put the leader's appends on the wire before
+                # this loop blocks in fsync: followers write in parallel with us.
+                await asyncio.sleep(0)
             self._persist(rd)
             for msg in rd.messages:
                 self._send(msg)
@@ -441,6 +445,7 @@ class Replica:
             "voters": sorted(node.conf.voters),
             "learners": sorted(node.conf.learners),
             "digest": list(last_digest) if last_digest else None,
+            "state_digest": self.host.digest(),  # now, at "applied" (O(state): status is not a hot path)
             "divergence": self.divergence,
             "snapshot_index": self.storage.snapshot_meta().index,
             "counters": dict(self.counters),

@@ -27,11 +27,13 @@ class RaftLog:
         self.unstable_offset = storage.last_index() + 1
         self.unstable_snapshot: SnapshotMeta | None = None
         snapshot_index = storage.snapshot_meta().index
-        self.committed = max(hard_state.commit, snapshot_index)
         # Entries up to `applied` have been handed to the driver for applying.
         self.applied = max(applied, snapshot_index)
-        invariant(self.applied <= self.committed or (self.committed == 0 and self.applied == 0),
-                  f"applied {self.applied} beyond commit {self.committed}")
+        # The durable commit index may lag (it is saved only along with entries):
+        # whatever the machine applied was committed.
+        self.committed = max(hard_state.commit, self.applied)
+        invariant(self.applied <= storage.last_index(),
+                  f"the state machine applied {self.applied}, past the last log index {storage.last_index()}")
 
     # -- indexes and terms --------------------------------------------------
     def first_index(self) -> int:

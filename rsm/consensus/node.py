@@ -300,6 +300,19 @@ class Node:
     def hard_state(self) -> HardState:
         return HardState(term=self.term, vote=self.vote, commit=self.log.committed)
 
+    def _hard_state_to_save(self, hs: HardState, with_entries: bool = False) -> HardState | None:
+        """Term and vote must be durable before anyone hears of them; the commit
+        index need not be (it is re-learned from the leader, and the applied
+        index of an on-disk machine bounds it from below after a restart). So a
+        change of commit alone rides along with the next entries instead of
+        costing an fsync of its own."""
+        persisted = self._persisted_hard_state
+        if (hs.term, hs.vote) != (persisted.term, persisted.vote):
+            return hs
+        if with_entries and hs.commit != persisted.commit:
+            return hs
+        return None
+
     def has_ready(self) -> bool:
         if self._outstanding is not None:
             return False
@@ -313,7 +326,7 @@ class Node:
             or self.log.unstable
             or self._need_broadcast
             or self._read_round_wanted
-            or self.hard_state() != self._persisted_hard_state
+            or self._hard_state_to_save(self.hard_state()) is not None
             or min(self.log.committed, self.log.stable_last_index()) > self.log.applied
         )
 
@@ -322,9 +335,8 @@ class Node:
         invariant(self._outstanding is None, "ready() called again before advance()")
         if self.role == Role.LEADER:
             self._flush_leader()
-        hard_state = self.hard_state()
         rd = Ready(
-            hard_state=hard_state if hard_state != self._persisted_hard_state else None,
+            hard_state=self._hard_state_to_save(self.hard_state(), with_entries=bool(self.log.unstable)),
             entries=list(self.log.unstable),
             snapshot=self._ready_snapshot,
             snapshot_chunks=self._snapshot_chunks,
