@@ -16,6 +16,7 @@ from rsm.net.connection import Connection, connect
 from rsm.protocol import Code, Request, Response, decode_response, encode_request
 
 READY_TIMEOUT_S = 20.0
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_ports(n: int) -> list[int]:
@@ -47,15 +48,22 @@ class LocalCluster:
         (root / "cluster.toml").write_text(text + extra)
         self.procs: dict[str, subprocess.Popen[str]] = {}
 
+    def spawn(self, node_id: str) -> subprocess.Popen[str]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)}
+        with open(self.root / f"{node_id}.log", "a") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "rsm.replica", str(self.root / "cluster.toml"), node_id],
+                stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=REPO_ROOT,
+            )
+
+    def log(self, node_id: str) -> str:
+        return (self.root / f"{node_id}.log").read_text()
+
     def start(self, node_id: str) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rsm.replica", str(self.root / "cluster.toml"), node_id],
-            stdout=subprocess.PIPE, stderr=open(self.root / f"{node_id}.log", "a"), text=True, env=env,
-        )
+        proc = self.spawn(node_id)
         assert proc.stdout is not None
         line = proc.stdout.readline()  # the replica prints one line once it listens
-        assert "ready" in line, f"{node_id} did not start: {line!r}; see {self.root / f'{node_id}.log'}"
+        assert "ready" in line, f"{node_id} did not start: {line!r}; log:\n{self.log(node_id)[-2000:]}"
         self.procs[node_id] = proc
 
     def start_all(self) -> None:
