@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow sim lint bench-storage clean
+.PHONY: demo sim-demo test test-slow sim lint bench-storage clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	@$(PY) -m rsm.demo
+
+sim-demo: $(STAMP)
+	@$(PY) -m rsm.sim.demo
 
 test: $(STAMP)
 	@$(PY) -m pytest -q -m "not slow"

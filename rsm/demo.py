@@ -1,114 +1,185 @@
-"""`make demo`: a 3-replica cluster in the deterministic simulator, narrated.
+"""`make demo`: a real 3-replica key-value store cluster, narrated.
 
-Until the replica runtime exists this runs the real consensus core, codec and
-in-memory storage inside the simulator (no processes): it elects a leader,
-writes keys, kills the leader, shows the new leader taking writes, restarts the
-killed replica and shows it caught up with an identical state digest. Every
-step checks what it claims; the exit status is 0 only if all did.
+From nothing: writes a cluster.toml and a secret in a temporary directory,
+starts three replica processes, writes and reads keys through the client,
+kills the leader with SIGKILL, shows the new leader and that writes go on,
+restarts the killed replica, shows it caught up (identical state digest on
+all replicas), and stops everything. Each step checks what it claims; the exit
+status is 0 only if every step did what it says.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from rsm.consensus.types import Role
-from rsm.sim import SimOptions, Simulation
+from examples.kvstore.machine import KVStore
+from rsm.client import Client
+from rsm.config import render_config, write_secret
+from rsm.sim.demo import DemoFailed, expect
 
 console = Console(highlight=False)
+APP = "examples.kvstore.machine:KVStore"
+IDS = ["n1", "n2", "n3"]
+WAIT_S = 20.0
 
 
-class DemoFailed(Exception):
-    pass
+def free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
-def expect(condition: bool, what: str) -> None:
-    if not condition:
-        raise DemoFailed(what)
-    console.print(f"  [green]ok[/green]  {what}")
+class Processes:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: dict[str, subprocess.Popen[str]] = {}
 
-
-def wait_for(sim: Simulation, predicate, ms_max: int = 5_000) -> bool:  # type: ignore[no-untyped-def]
-    deadline = sim.now + ms_max
-    while sim.now < deadline:
-        if predicate():
-            return True
-        sim.run_for(5)
-    return bool(predicate())
-
-
-def show(sim: Simulation) -> None:
-    table = Table(show_header=True, header_style="bold")
-    for column in ("replica", "alive", "role", "term", "commit", "applied", "digest"):
-        table.add_column(column)
-    for replica in sim.replicas.values():
-        node = replica.node
-        table.add_row(
-            replica.id, "yes" if replica.alive else "[red]no[/red]", node.role.value if replica.alive else "-",
-            str(node.term), str(node.log.committed), str(replica.machine.applied), replica.machine.digest(),
+    def start(self, node_id: str) -> None:
+        log = open(self.root / f"{node_id}.log", "a")  # noqa: SIM115 (kept open for the child)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rsm.replica", str(self.root / "cluster.toml"), node_id],
+            stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if "ready" not in line:
+            raise DemoFailed(f"{node_id} did not start; see {self.root / f'{node_id}.log'}")
+        self.procs[node_id] = proc
+
+    def kill(self, node_id: str) -> None:
+        proc = self.procs.pop(node_id)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> bool:
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        clean = all(proc.wait(timeout=15) == 0 for proc in self.procs.values())
+        self.procs.clear()
+        return clean
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float = WAIT_S) -> object:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except Exception:  # a replica may be restarting; ask again
+            value = None
+        if value:
+            return value
+        time.sleep(0.05)
+    return None
+
+
+def statuses(client: Client) -> dict[str, dict]:  # type: ignore[type-arg]
+    return {k: v for k, v in client.status_all().items() if isinstance(v, dict)}
+
+
+def agreed_leader(client: Client, live: set[str]) -> str | None:
+    views = statuses(client)
+    if set(views) != live:
+        return None
+    leaders = {v["leader"] for v in views.values()}
+    if len(leaders) == 1 and leaders <= live and views[next(iter(leaders))]["role"] == "leader":
+        return leaders.pop()
+    return None
+
+
+def show(client: Client) -> None:
+    table = Table(show_header=True, header_style="bold")
+    for column in ("replica", "role", "term", "commit", "applied", "state digest"):
+        table.add_column(column)
+    views = client.status_all()
+    for node_id in IDS:
+        view = views.get(node_id)
+        if isinstance(view, dict):
+            table.add_row(node_id, view["role"], str(view["term"]), str(view["commit"]), str(view["applied"]),
+                          view["state_digest"][:16])
+        else:
+            table.add_row(node_id, "[red]down[/red]", "-", "-", "-", "-")
     console.print(table)
 
 
-def write(sim: Simulation, count: int, prefix: str) -> int:
-    """Submit `count` writes through clients and wait until they are acknowledged."""
-    before = len(sim.checker.acked)
-    for n in range(count):
-        sim.start_put(1000 + n, f"{prefix}{n % 4}")
-        sim.run_for(3)
-    wait_for(sim, lambda: len(sim.checker.acked) >= before + count)
-    return len(sim.checker.acked) - before
+def scenario(root: Path, procs: Processes) -> None:
+    ports = free_ports(2 * len(IDS))
+    replicas = {n: (f"127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}", f"data/{n}") for i, n in enumerate(IDS)}
+    write_secret(root / "cluster.secret")
+    (root / "cluster.toml").write_text(render_config(cluster_id="demo", app=APP, secret_file="cluster.secret",
+                                                     replicas=replicas))
+    console.print(f"[bold]1. Start 3 replicas[/bold] (cluster.toml in {root})")
+    for node_id in IDS:
+        procs.start(node_id)
+    with Client.from_config(root / "cluster.toml") as client:
+        kv = client.proxy(KVStore)
+        leader = wait_until(lambda: agreed_leader(client, set(IDS)))
+        expect(bool(leader), f"the replicas elected a leader: {leader}")
+
+        console.print("[bold]2. Write and read keys[/bold]")
+        for i in range(20):
+            kv.put(f"key{i}", f"value{i}")
+        expect(kv.get("key7") == "value7", "20 puts acknowledged; get key7 -> 'value7'")
+        expect(kv.cas("key7", "value7", "seven") and kv.get("key7") == "seven", "cas key7 value7 -> seven")
+        show(client)
+
+        console.print(f"[bold]3. SIGKILL the leader {leader}[/bold]")
+        procs.kill(str(leader))
+        live = set(IDS) - {str(leader)}
+        new_leader = wait_until(lambda: agreed_leader(client, live))
+        expect(bool(new_leader) and new_leader != leader, f"a new leader took over: {new_leader}")
+
+        console.print("[bold]4. Writes go on[/bold]")
+        for i in range(20, 40):
+            kv.put(f"key{i}", f"value{i}")
+        expect(kv.get("key0") == "value0" and kv.get("key39") == "value39",
+               "20 more puts acknowledged; nothing written before the kill was lost")
+
+        console.print(f"[bold]5. Restart {leader}[/bold]")
+        procs.start(str(leader))
+
+        def caught_up() -> bool:
+            views = statuses(client)
+            return len(views) == 3 and len({(v["applied"], v["state_digest"]) for v in views.values()}) == 1
+
+        expect(bool(wait_until(caught_up)), f"{leader} caught up: same applied index and state digest on all 3")
+        show(client)
 
 
 def main() -> int:
-    console.print("[bold]rsm demo[/bold]: 3 replicas of a key-value store, simulated from seed 1\n")
-    options = SimOptions(nodes=3, clients=0, fault_interval_ms=0, crash_during_write=0.0, new_leader_fault=0.0,
-                         profile="chaos")
-    sim = Simulation(1, options)
-    sim.workload = False  # only the writes the demo submits itself
+    console.print("[bold]rsm demo[/bold]: a 3-replica key-value store in real processes on 127.0.0.1\n")
+    root = Path(tempfile.mkdtemp(prefix="rsm-demo-"))
+    procs = Processes(root)
     try:
-        console.print("[bold]1. Elect a leader[/bold]")
-        expect(wait_for(sim, lambda: sim.leader() is not None), f"a leader was elected: {sim.leader()}")
-        first_leader = sim.leader()
-        assert first_leader is not None
-
-        console.print("[bold]2. Write 20 keys[/bold]")
-        expect(write(sim, 20, "a") == 20, "20 writes acknowledged (each one persisted on a majority first)")
-        show(sim)
-
-        console.print(f"[bold]3. Kill the leader {first_leader} (its memory and unsynced writes are lost)[/bold]")
-        sim.crash(first_leader)
-        expect(wait_for(sim, lambda: sim.leader() not in (None, first_leader)), f"a new leader took over: {sim.leader()}")
-
-        console.print("[bold]4. Writes go on[/bold]")
-        expect(write(sim, 20, "b") == 20, "20 more writes acknowledged by the remaining majority")
-
-        console.print(f"[bold]5. Restart {first_leader}[/bold]")
-        sim.restart(first_leader)
-
-        def caught_up() -> bool:
-            applied = {r.machine.applied for r in sim.replicas.values()}
-            return len(applied) == 1 and sim.leader() is not None
-
-        sim.run_for(50)  # let heartbeats carry the final commit index everywhere
-        expect(wait_for(sim, caught_up), f"{first_leader} caught up from the log (or a snapshot)")
-        digests = {r.machine.digest() for r in sim.replicas.values()}
-        expect(len(digests) == 1, f"all replicas have the same state digest {digests.pop()}")
-        roles = sorted(r.node.role.value for r in sim.replicas.values())
-        expect(roles.count(Role.LEADER.value) == 1, "exactly one leader")
-        show(sim)
-
-        sim.finish()
-        expect(sim.checker.ok, "safety checks and the linearizability check of the history passed")
+        scenario(root, procs)
+    except (DemoFailed, Exception) as failure:  # any failure must make the exit status non-zero
+        console.print(f"  [red]FAILED[/red] {type(failure).__name__}: {failure} (logs in {root})")
+        procs.stop_all()
+        return 1
+    console.print("[bold]6. Stop everything (SIGTERM)[/bold]")
+    clean = procs.stop_all()
+    try:
+        expect(clean, "every replica shut down cleanly")
     except DemoFailed as failure:
         console.print(f"  [red]FAILED[/red] {failure}")
-        for violation in sim.checker.violations:
-            console.print(f"  violation: {violation}")
         return 1
-    console.print(f"\n[bold green]demo complete[/bold green]: {sim.steps} simulated events, "
-                  f"{len(sim.checker.acked)} acknowledged writes, {sim.now} virtual ms")
+    console.print(f"\n[bold green]demo complete[/bold green] (data and logs in {root})")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`make demo` must do what it narrates; its exit status says so."""
+"""`make demo` must do what it narrates, in real processes; its exit status says so."""
 
 from rsm import demo
 
@@ -8,6 +8,11 @@ def test_demo_succeeds() -> None:
 
 
 def test_demo_fails_loudly_when_a_step_is_false(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    # If acknowledged writes were lost, the demo must not report success.
-    monkeypatch.setattr(demo, "write", lambda sim, count, prefix: count - 1)
+    # If the restarted replica had not caught up, the demo must not report success.
+    real_expect = demo.expect
+
+    def expect(condition: bool, what: str) -> None:
+        real_expect(condition and "caught up" not in what, what)
+
+    monkeypatch.setattr(demo, "expect", expect)
     assert 1 == demo.main()
