@@ -1059,9 +1059,6 @@ class Client:
     def call(self, machine_cls: type[StateMachine], name: str, args: Sequence[Any] = (),
              kwargs: Mapping[str, Any] | None = None, *, consistency: str = "linearizable") -> Any:
         """Run command or query `name`; see `AsyncClient.call`."""
-        # Checked here too, so a bad call raises without a trip to the loop thread.
-        _check_consistency(consistency)
-        encode_call(machine_cls, name, args, kwargs)
         return self._run(self._async.call(machine_cls, name, args, kwargs, consistency=consistency))
 
     def status(self, node_id: str) -> dict[str, Any]:

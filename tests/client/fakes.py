@@ -101,7 +101,7 @@ class FakeReplica:
         #: Apply the next N submits, then hang up without answering.
         self.hang_up = 0
         #: Hold the answers to commands until this many are held, then send
-        #: them all, newest first (0: answer at once).
+        #: them all, newest first, once (0: answer at once).
         self.hold = 0
         self._held: list[tuple[Connection, int, bytes]] = []
         #: What the status map reports as this replica's applied lag.
@@ -171,6 +171,7 @@ class FakeReplica:
                 for held_conn, held_rid, held_result in reversed(self._held):
                     _reply(held_conn, held_rid, Code.OK, held_result)
                 self._held.clear()
+                self.hold = 0
         else:
             _reply(conn, rid, Code.OK, result)
 

@@ -380,16 +380,18 @@ def test_256_commands_in_flight_on_one_connection() -> None:
     async def test(cluster: FakeCluster) -> None:
         n1 = cluster.replicas["n1"]
         n1.hold = 256  # no command is answered before all 256 arrived; then newest first
-        settings = attrs.evolve(FAST, sessions_max=8, session_window=32)
+        # No attempt may time out while the answers are held (slow CI, debug loop).
+        settings = attrs.evolve(FAST, sessions_max=8, session_window=32, timeout_s=8.0, attempt_timeout_s=8.0)
         async with make_client(cluster, settings=settings) as client:
             echo = client.proxy(Echo)
             values = [f"v{i}" for i in range(256)]
             assert values == await asyncio.gather(*(echo.echo(v) for v in values))
             assert 1 == client.stats.connections_opened
+            assert 0 == client.stats.retries
             assert 256 == await echo.count()  # nothing retried
         assert 8 == cluster.count(PayloadKind.REGISTER_SESSION)
 
-    with_cluster(test, Echo())
+    with_cluster(test, Echo(), timeout_s=12.0)
 
 
 def test_a_session_never_has_more_than_its_window_in_flight() -> None:
