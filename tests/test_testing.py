@@ -13,7 +13,7 @@ from rsm.testing import simulate
 def test_counter_is_consistent_under_faults() -> None:
     report = simulate(Counter, commands=[("increment", (1,)), ("increment", (5,))], queries=[("get", ())], seeds=range(8))
     assert report.ok, report
-    assert report.commands_acknowledged > 100
+    assert report.commands_acknowledged > 50  # the workload really ran
     assert report.queries_checked > 30
 
 
