@@ -11,12 +11,14 @@ answers, deterministically.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Coroutine, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from rsm.client import ClientSettings
-from rsm.config import format_address
+from rsm.config import format_address, render_config
 from rsm.net import ClientServer, Connection, TransportSettings
 from rsm.protocol import Code, Request, Response, decode_request, encode_response
 from rsm.statemachine import MachineHost, PayloadKind, StateMachine, command, payload_kind, query
@@ -45,8 +47,8 @@ class FakeCluster:
     """Fake replicas sharing one machine host; `leader` names who accepts submits."""
 
     def __init__(self, machine: StateMachine, node_ids: Iterable[str] = ("n1", "n2", "n3"),
-                 *, secret: bytes = SECRET) -> None:
-        self.host = MachineHost(machine)
+                 *, secret: bytes = SECRET, path: str | os.PathLike[str] | None = None) -> None:
+        self.host = MachineHost(machine, path=path)  # path: for an LMDB machine
         self.term = 1
         self.clock_ms = 1_700_000_000_000
         self.replicas = {node_id: FakeReplica(self, node_id, secret) for node_id in node_ids}
@@ -203,6 +205,19 @@ class FakeReplica:
 
 def _reply(conn: Connection, rid: int, code: Code, value: Any) -> None:
     conn.send(encode_response(Response(rid, code, value)))
+
+
+def write_config(directory: Path, addresses: dict[str, tuple[str, int]], *,
+                 app: str = "examples.counter.machine:Counter") -> Path:
+    """A cluster.toml (and secret) whose client addresses are the fakes'."""
+    secret = directory / "cluster.secret"
+    secret.write_bytes(SECRET)
+    secret.chmod(0o600)
+    replicas = {node_id: ("127.0.0.1:1", format_address(address), f"data/{node_id}")
+                for node_id, address in addresses.items()}
+    path = directory / "cluster.toml"
+    path.write_text(render_config(cluster_id=CLUSTER, app=app, secret_file="cluster.secret", replicas=replicas))
+    return path
 
 
 class LoopThread:
