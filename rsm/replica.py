@@ -49,7 +49,7 @@ from rsm.config import ClusterConfig, format_address, load_app, load_config
 from rsm.consensus.membership import decode_conf
 from rsm.consensus.node import Node
 from rsm.consensus.ready import Ready
-from rsm.consensus.types import ConfState, EntryKind, Message, ReadState, Role, SnapshotMeta
+from rsm.consensus.types import ConfState, EntryKind, HardState, Message, ReadState, Role, SnapshotMeta
 from rsm.errors import InvariantViolation, NotLeader, ProposalDropped, RsmError
 from rsm.lmdb_machine import LMDBStateMachine
 from rsm.net import ClientServer, PeerTransport
@@ -93,6 +93,7 @@ class Replica:
         self._read_seq = 0
         self._digests: collections.OrderedDict[int, str] = collections.OrderedDict()
         self._peer_digests: dict[tuple[str, int], str] = {}
+        self._last_role: tuple[Role, int, str | None] | None = None
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -186,7 +187,13 @@ class Replica:
         deadline = loop.time()
         while True:
             deadline += interval
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            now = loop.time()
+            if deadline < now:
+                # The loop was busy (or the process starved): do not fire the
+                # missed ticks in a burst, which would time out elections
+                # before the heartbeats waiting in the socket are even read.
+                deadline = now
+            await asyncio.sleep(max(0.0, deadline - now))
             self.node.tick()
             self._wake.set()
 
@@ -299,9 +306,17 @@ class Replica:
                 self._send(msg)
             self._apply(rd)
             self._queue_reads(rd)
+            self._note_role(rd)
             node.advance(rd)
             self._serve_reads()
             self._maybe_snapshot()
+
+    def _note_role(self, rd: Ready) -> None:
+        seen = (rd.role, rd.term, rd.leader_id)
+        if seen != self._last_role:
+            self._last_role = seen
+            self.counters["role_changes"] += 1
+            log.info("%s is %s in term %d (leader: %s)", self.node_id, rd.role.value, rd.term, rd.leader_id or "unknown")
 
     def _send(self, msg: Message) -> None:
         self.peers.send(msg.dst, encode_message(msg))
@@ -384,6 +399,11 @@ class Replica:
         applied = self.host.applied_index
         if applied - self.storage.snapshot_meta().index < self.settings.snapshot_every_entries:
             return
+        durable, _ = self.storage.initial_state()
+        if durable.commit < applied:
+            # The commit index is saved lazily (with entries); a snapshot must
+            # cover only entries the disk knows are committed.
+            self.storage.save(HardState(term=durable.term, vote=durable.vote, commit=applied), [])
         meta = SnapshotMeta(index=applied, term=self.host.applied_term, conf=self.applied_conf)
         with self.storage.snapshot_writer(meta) as writer:
             self.host.snapshot(writer)  # type: ignore[arg-type]

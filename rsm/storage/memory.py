@@ -95,8 +95,19 @@ class MemoryStorage:
             del self._entries[first - offset :]
             self._entries.extend(entries)
         if hard_state is not None:
+            self._check_hard_state(hard_state)
             self._hard_state = hard_state
         self.fsync_count += 1
+
+    def _check_hard_state(self, hs: HardState) -> None:
+        """The same Raft invariants the LMDB store enforces, so the simulator
+        catches a driver that would break them."""
+        old = self._hard_state
+        invariant(hs.term >= old.term, f"term going back from {old.term} to {hs.term}")
+        invariant(hs.term > old.term or old.vote is None or hs.vote == old.vote,
+                  f"vote changing within term {hs.term}: {old.vote} -> {hs.vote}")
+        invariant(hs.commit >= old.commit, f"commit going back from {old.commit} to {hs.commit}")
+        invariant(hs.commit <= self.last_index(), f"commit {hs.commit} past the last index {self.last_index()}")
 
     def write_snapshot_chunk(self, meta: SnapshotMeta, offset: int, data: bytes) -> None:
         if offset == 0:
@@ -116,6 +127,8 @@ class MemoryStorage:
     def create_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         invariant(meta.index <= self.last_index(), "snapshot past the end of the log")
         invariant(meta.index >= self._snapshot.index, "snapshot older than the newest one")
+        invariant(meta.index <= self._hard_state.commit,
+                  f"snapshot {meta.index} of uncommitted entries (durable commit {self._hard_state.commit})")
         self._snapshot = meta
         self._snapshot_data = data
 

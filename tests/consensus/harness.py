@@ -112,5 +112,16 @@ class Cluster:
         self.nodes[node_id] = self._new_node(node_id)
         self.applied[node_id] = []
 
+    def snapshot(self, node_id: str, data: bytes) -> None:
+        """Snapshot `node_id` at its applied index and compact its log, as a driver would."""
+        from rsm.consensus import HardState, SnapshotMeta
+
+        storage, node = self.storages[node_id], self.nodes[node_id]
+        index = node.log.applied
+        durable, _ = storage.initial_state()
+        storage.save(HardState(term=durable.term, vote=durable.vote, commit=max(durable.commit, index)), [])
+        storage.create_snapshot(SnapshotMeta(index=index, term=storage.term(index), conf=node.committed_conf), data)
+        storage.compact(index)
+
     def commands(self, node_id: str) -> list[bytes]:
         return [e.data for e in self.applied[node_id] if e.kind == EntryKind.NORMAL]

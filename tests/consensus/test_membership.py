@@ -245,12 +245,7 @@ def test_a_snapshot_carries_the_configuration() -> None:
     c.crash("n4")
     c.stabilize()
     c.tick_all(1)
-    from rsm.consensus import SnapshotMeta
-
-    storage = c.storages["n1"]
-    index = c.nodes["n1"].log.applied
-    storage.create_snapshot(SnapshotMeta(index=index, term=storage.term(index), conf=c.nodes["n1"].committed_conf), b"state")
-    storage.compact(index)
+    c.snapshot("n1", b"state")
     c.restart("n4")
     c.tick_all(3)
     assert frozenset({"n4"}) == c.nodes["n4"].conf.learners

@@ -321,13 +321,7 @@ def test_follower_behind_the_compacted_prefix_gets_a_chunked_snapshot() -> None:
         c.nodes["n1"].propose(f"c{i}".encode())
     c.stabilize()
     for node_id in ("n1", "n2"):
-        storage = c.storages[node_id]
-        node = c.nodes[node_id]
-        meta_index = node.log.applied
-        from rsm.consensus import SnapshotMeta
-
-        storage.create_snapshot(SnapshotMeta(index=meta_index, term=storage.term(meta_index), conf=c.conf), b"S" * 35)
-        storage.compact(meta_index)
+        c.snapshot(node_id, b"S" * 35)
     c.restart("n3")
     c.sent.clear()
     c.nodes["n1"].propose(b"after")
