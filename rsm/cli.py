@@ -7,8 +7,8 @@
 - ``rsm status``: every replica's view: role, term, commit and applied index,
   lag, digests, divergence; ``--json`` for scripts.
 
-See docs/cli.md. `init_cluster`, `ReplicaProcesses` and `status_report` are
-the same things as functions, for scripts and tests.
+See docs/cli.md. `init_cluster`, `ReplicaProcesses`, `status_report` and
+`free_base_port` are the same things as functions, for scripts and tests.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,7 +50,7 @@ from rsm.config import (
 from rsm.errors import ConfigError, RsmError
 from rsm.statemachine import StateMachine
 
-__all__ = ["ReplicaProcesses", "cli", "init_cluster", "main", "status_report"]
+__all__ = ["ReplicaProcesses", "cli", "free_base_port", "init_cluster", "main", "status_report"]
 
 log = logging.getLogger("rsm.cli")
 
@@ -101,6 +102,30 @@ def init_cluster(directory: str | os.PathLike[str], *, replicas: int, base_port:
     with config_path.open("x") as f:  # "x": fails if someone created it meanwhile
         f.write(text)
     return config_path
+
+
+def free_base_port(count: int, host: str = "127.0.0.1", attempts: int = 100) -> int:
+    """A port P such that P .. P+count-1 are free on `host` right now (for
+    demos and tests that must not collide with whatever else runs here)."""
+    for _ in range(attempts):
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            base = int(probe.getsockname()[1])
+        if base + count - 1 > 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise ConfigError(f"found no {count} consecutive free ports on {host}")
 
 
 def _check_app(app: str) -> None:

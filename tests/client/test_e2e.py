@@ -1,0 +1,149 @@
+"""End to end: real replica processes (`rsm replica`), the client, the CLI.
+
+Each cluster is three `python -m rsm.cli replica` processes on free loopback
+ports, in a temporary directory. Waits are for conditions (a leader, an
+exit), each bounded; nothing sleeps for a guessed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("rsm.replica", reason="the replica runtime is not in this tree yet")
+
+from examples.counter.machine import Counter
+from rsm.cli import ReplicaProcesses, free_base_port, init_cluster
+from rsm.client import AsyncClient, Client
+from rsm.config import load_config
+
+NODES = ["n1", "n2", "n3"]
+
+
+def start_cluster(directory: Path, app: str) -> tuple[Path, ReplicaProcesses]:
+    config = init_cluster(directory, replicas=3, base_port=free_base_port(6), app=app)
+    processes = ReplicaProcesses(config, NODES, directory / "logs")
+    processes.start()
+    return config, processes
+
+
+def logs(processes: ReplicaProcesses) -> str:
+    return "\n".join(f"--- {c.log_path}\n{c.log_path.read_text()[-3000:]}" for c in processes.children.values())
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def kv_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    config, processes = start_cluster(tmp_path_factory.mktemp("kv"), "examples.kvstore.machine:KVStore")
+    try:
+        yield config
+    finally:
+        codes = processes.stop()
+        assert {n: 0 for n in NODES} == codes, logs(processes)
+
+
+def run_cli(*args: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout_s)
+
+
+def test_kvstore_command_line_against_a_real_cluster(kv_cluster: Path) -> None:
+    kv = ["-m", "examples.kvstore", "--config", str(kv_cluster)]
+    put = run_cli(*kv, "put", "colour", "blue")
+    assert (0, "ok\n") == (put.returncode, put.stdout), put.stderr
+    assert "blue\n" == run_cli(*kv, "get", "colour").stdout
+    assert 0 == run_cli(*kv, "cas", "colour", "blue", "green").returncode
+    assert 1 == run_cli(*kv, "cas", "colour", "blue", "red").returncode
+    assert "colour\tgreen\n" == run_cli(*kv, "scan", "col").stdout
+    assert 1 == run_cli(*kv, "get", "missing").returncode
+
+
+def test_rsm_status_json_on_a_real_cluster(kv_cluster: Path) -> None:
+    with Client.from_config(kv_cluster) as client:
+        from examples.kvstore.machine import KVStore
+
+        client.proxy(KVStore).put("k", "v")  # a leader exists and has committed something
+        leader = client.leader
+
+        def everyone_applied() -> bool:
+            return all(isinstance(s, dict) and s["applied"] == s["commit"] for s in client.status_all().values())
+
+        wait_for(everyone_applied)
+    result = run_cli("-m", "rsm.cli", "status", "--config", str(kv_cluster), "--json")
+    report = json.loads(result.stdout)
+    assert 0 == result.returncode, result.stdout + result.stderr
+    assert (leader, True, []) == (report["leader"], report["healthy"], report["divergence"])
+    assert {"leader"} == {r["role"] for r in report["replicas"].values()} - {"follower"}
+
+
+def test_commands_in_flight_across_a_leader_crash_apply_exactly_once(tmp_path: Path) -> None:
+    config, processes = start_cluster(tmp_path, "examples.counter.machine:Counter")
+    try:
+        results, killed = asyncio.run(increments_across_a_crash(config, processes))
+        total = len(results)
+        # Every increment ran exactly once: the values are 1..N with no gap
+        # (a double apply skips a value) and no repeat.
+        assert list(range(1, total + 1)) == sorted(results), logs(processes)
+        assert [(killed, -signal.SIGKILL)] == processes.poll()  # the death is reported, not hidden
+    finally:
+        processes.stop()
+
+
+async def increments_across_a_crash(config: Path, processes: ReplicaProcesses) -> tuple[list[int], str]:
+    """32 workers increment back to back (so commands are always in flight);
+    the leader is SIGKILLed after 100 answers; they go on to 400 in all."""
+    results: list[int] = []
+    hundred = asyncio.Event()
+    async with AsyncClient.from_config(config) as client:
+        counter = client.proxy(Counter)
+
+        async def worker() -> None:
+            while len(results) < 400:
+                results.append(await counter.increment())
+                if len(results) >= 100:
+                    hundred.set()
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(32)]
+        await hundred.wait()
+        killed = client.leader
+        assert killed is not None
+        processes.kill(killed, signal.SIGKILL)
+        await asyncio.gather(*workers)
+        assert killed != client.leader
+        assert client.stats.retries > 0  # commands really were in flight at the crash
+        assert len(results) == await counter.get()
+        return results, killed
+
+
+def test_rsm_cluster_up_starts_and_stops_every_replica(tmp_path: Path) -> None:
+    base_port = free_base_port(6)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "rsm.cli", "cluster", "up", "--dir", str(tmp_path), "--base-port", str(base_port),
+         "--app", "examples.counter.machine:Counter", "--refresh-s", "0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_for(lambda: (tmp_path / "cluster.secret").exists() and (tmp_path / "cluster.toml").exists())
+        with Client.from_config(tmp_path / "cluster.toml") as client:
+            assert 1 == client.proxy(Counter).increment()
+    finally:
+        up.send_signal(signal.SIGTERM)
+        output, _ = up.communicate(timeout=30)
+    assert 0 == up.returncode, output
+    assert "stopped: n1 exit 0, n2 exit 0, n3 exit 0" in output
+    assert "leader: n" in output
+    config = load_config(tmp_path / "cluster.toml")
+    assert sorted(NODES) == sorted(config.replicas)
