@@ -12,6 +12,11 @@ Example::
     client = "127.0.0.1:7101"          # client address
     data = "data/n1"                   # data directory, relative to this file
 
+    [tls]                              # optional: mutual TLS under the HMAC handshake
+    ca = "tls/ca.pem"                  # the CA every certificate must chain to
+    cert = "tls/node.pem"              # this replica's certificate (or per replica:
+    key = "tls/node.key"               #   tls_cert / tls_key in [replicas.ID])
+
     [consensus]                        # optional: rsm.consensus.Config fields
     election_timeout_ticks = 10
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 import importlib
 import os
 import secrets
+import ssl
 import stat
 import tomllib
 from pathlib import Path
@@ -83,6 +89,37 @@ class ReplicaAddress:
     peer: Address
     client: Address
     data: Path
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TlsConfig:
+    """Mutual TLS: every replica and client presents a certificate from `ca`."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def _pair(self, replica: ReplicaAddress | None) -> tuple[Path, Path]:
+        cert = (replica.tls_cert if replica else None) or self.cert
+        key = (replica.tls_key if replica else None) or self.key
+        if cert is None or key is None:
+            raise ConfigError("[tls] needs cert and key (or tls_cert and tls_key for each replica)")
+        return cert, key
+
+    def server_context(self, replica: ReplicaAddress) -> ssl.SSLContext:
+        """For a replica's listeners: requires a client certificate from the CA."""
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_cert_chain(*map(str, self._pair(replica)))
+        return ctx
+
+    def client_context(self, replica: ReplicaAddress | None = None) -> ssl.SSLContext:
+        """For dialing a replica: verifies its certificate, presents ours."""
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))
+        ctx.load_cert_chain(*map(str, self._pair(replica)))
+        return ctx
 
 
 @attrs.frozen(kw_only=True)
@@ -95,6 +132,7 @@ class ClusterConfig:
     replicas: dict[str, ReplicaAddress]
     consensus: Config
     replica: ReplicaSettings
+    tls: TlsConfig | None = None
 
     def replica_for(self, node_id: str) -> ReplicaAddress:
         try:
@@ -180,6 +218,8 @@ def load_config(path: str | os.PathLike[str]) -> ClusterConfig:
                 peer=parse_address(table["peer"]),
                 client=parse_address(table["client"]),
                 data=(base / table["data"]).resolve(),
+                tls_cert=(base / table["tls_cert"]).resolve() if "tls_cert" in table else None,
+                tls_key=(base / table["tls_key"]).resolve() if "tls_key" in table else None,
             )
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"{path}: [replicas.{node_id}] needs peer, client and data ({exc})") from exc
@@ -192,7 +232,23 @@ def load_config(path: str | os.PathLike[str]) -> ClusterConfig:
         replicas=replicas,
         consensus=_settings(Config, raw.get("consensus", {}), "consensus"),
         replica=_settings(ReplicaSettings, raw.get("replica", {}), "replica"),
+        tls=_tls(raw.get("tls"), base, path),
     )
+
+
+def _tls(table: object, base: Path, path: Path) -> TlsConfig | None:
+    if table is None:
+        return None
+    if not isinstance(table, dict) or not isinstance(table.get("ca"), str):
+        raise ConfigError(f"{path}: [tls] needs ca = \"PATH\"")
+    unknown = set(table) - {"ca", "cert", "key"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) in [tls]: {', '.join(sorted(unknown))}")
+    files = {k: (base / v).resolve() for k, v in table.items()}
+    for name, file in files.items():
+        if not file.exists():
+            raise ConfigError(f"{path}: [tls] {name} file {file} does not exist")
+    return TlsConfig(ca=files["ca"], cert=files.get("cert"), key=files.get("key"))
 
 
 def render_config(

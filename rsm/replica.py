@@ -49,7 +49,15 @@ from rsm.config import ClusterConfig, format_address, load_app, load_config
 from rsm.consensus.membership import decode_conf
 from rsm.consensus.node import Node
 from rsm.consensus.ready import Ready
-from rsm.consensus.types import ConfState, EntryKind, HardState, Message, ReadState, Role, SnapshotMeta
+from rsm.consensus.types import (
+    ConfState,
+    EntryKind,
+    HardState,
+    Message,
+    ReadState,
+    Role,
+    SnapshotMeta,
+)
 from rsm.errors import InvariantViolation, NotLeader, ProposalDropped, RsmError
 from rsm.lmdb_machine import LMDBStateMachine
 from rsm.net import ClientServer, PeerTransport
@@ -111,13 +119,16 @@ class Replica:
         )
         self._last_digest_index = self.host.applied_index
         peers = {i: r.peer for i, r in self.cluster.replicas.items() if i != self.node_id}
+        tls = self.cluster.tls
         self.peers = PeerTransport(
             self.me.peer, cluster_id=self.cluster.cluster_id, node_id=self.node_id, secret=self.cluster.secret,
             on_frame=self._on_peer_frame, rng=random.Random(os.urandom(16)), peers=peers,
+            server_ssl=tls.server_context(self.me) if tls else None,
+            client_ssl=tls.client_context(self.me) if tls else None,
         )
         self.clients = ClientServer(
             self.me.client, cluster_id=self.cluster.cluster_id, node_id=self.node_id, secret=self.cluster.secret,
-            handler=self._serve_client,
+            handler=self._serve_client, ssl_context=tls.server_context(self.me) if tls else None,
         )
         await self.peers.start()
         await self.clients.start()
