@@ -19,7 +19,7 @@ from rsm.statemachine import decode_result, encode_call
 from .cluster import LocalCluster, RawClient
 
 
-def test_replicas_and_clients_over_mutual_tls(tmp_path: Path, certs: Certs) -> None:
+def test_replicas_and_clients_over_mutual_tls(tmp_path: Path, certs: Certs) -> None:  # noqa: F811
     extra = f'\n[tls]\nca = "{certs.ca}"\ncert = "{certs.node_cert}"\nkey = "{certs.node_key}"\n'
     cluster = LocalCluster(tmp_path, "examples.counter.machine:Counter", extra=extra)
     cluster.start_all()
