@@ -52,7 +52,7 @@ class Processes:
         self.procs: dict[str, subprocess.Popen[str]] = {}
 
     def start(self, node_id: str) -> None:
-        log = open(self.root / f"{node_id}.log", "a")  # noqa: SIM115 (kept open for the child)
+        log = open(self.root / f"{node_id}.log", "a")
         proc = subprocess.Popen(
             [sys.executable, "-m", "rsm.replica", str(self.root / "cluster.toml"), node_id],
             stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 from rsm.consensus.membership import decode_conf
 from rsm.consensus.node import Node
 from rsm.consensus.ready import Ready
-from rsm.consensus.types import ConfState, EntryKind, HardState, NodeId, ReadState, Role, SnapshotMeta
+from rsm.consensus.types import (
+    ConfState,
+    EntryKind,
+    HardState,
+    NodeId,
+    ReadState,
+    Role,
+    SnapshotMeta,
+)
 from rsm.errors import LogCompacted
 from rsm.sim.machine import SimMachine
 from rsm.storage.memory import MemoryStorage
