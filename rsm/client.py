@@ -52,6 +52,7 @@ import itertools
 import logging
 import os
 import random
+import ssl
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Final, TypeVar
@@ -431,14 +432,18 @@ class AsyncClient:
 
     `addresses` maps replica ids to their client addresses ((host, port) or
     "host:port"); a plain list works too. `read_from` names the replica that
-    serves queries (default: the leader).
+    serves queries (default: the leader). `ssl_context` wraps every
+    connection in TLS (mutual TLS if it holds a client certificate); the
+    secret handshake runs inside it.
     """
 
     def __init__(self, addresses: Addresses, *, cluster_id: str, secret: bytes,
-                 settings: ClientSettings | None = None, read_from: str | None = None) -> None:
+                 settings: ClientSettings | None = None, read_from: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.settings = (settings or ClientSettings()).validate()
         self.cluster_id = cluster_id
         self._secret = secret
+        self._ssl_context = ssl_context
         self._addresses = _normalise(addresses)
         if read_from is not None and read_from not in self._addresses:
             raise ConfigError(f"read_from={read_from!r} is not one of the replicas {sorted(self._addresses)}")
@@ -461,11 +466,11 @@ class AsyncClient:
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], *, settings: ClientSettings | None = None,
-                    read_from: str | None = None) -> AsyncClient:
+                    read_from: str | None = None, ssl_context: ssl.SSLContext | None = None) -> AsyncClient:
         """A client of the cluster described by a cluster.toml (and its secret file)."""
         config = load_config(path)
         return cls(config.client_addresses(), cluster_id=config.cluster_id, secret=config.secret,
-                   settings=settings, read_from=read_from)
+                   settings=settings, read_from=read_from, ssl_context=ssl_context)
 
     @property
     def leader(self) -> str | None:
@@ -547,6 +552,7 @@ class AsyncClient:
             await asyncio.gather(self._keepalive_task, return_exceptions=True)
         await self._close_sessions()
         self._closed = True
+        self._room_changed()  # calls waiting for session room now fail with ClientClosed
         for task in self._dials.values():
             task.cancel()
         await asyncio.gather(*self._dials.values(), return_exceptions=True)
@@ -854,7 +860,8 @@ class AsyncClient:
             await old.close()
         try:
             conn = await connect(self._addresses[node_id], cluster_id=self.cluster_id, secret=self._secret,
-                                 client_id=self.settings.client_id, settings=self.settings.transport)
+                                 client_id=self.settings.client_id, settings=self.settings.transport,
+                                 ssl_context=self._ssl_context)
         except (OSError, HandshakeError):
             self.stats.connection_failures += 1
             raise
@@ -1019,10 +1026,11 @@ class Client:
     """
 
     def __init__(self, addresses: Addresses, *, cluster_id: str, secret: bytes,
-                 settings: ClientSettings | None = None, read_from: str | None = None) -> None:
+                 settings: ClientSettings | None = None, read_from: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         # Built here so bad arguments raise in the caller's thread.
         self._async = AsyncClient(addresses, cluster_id=cluster_id, secret=secret, settings=settings,
-                                  read_from=read_from)
+                                  read_from=read_from, ssl_context=ssl_context)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="rsm.client loop", daemon=True)
         self._thread.start()
@@ -1030,11 +1038,11 @@ class Client:
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], *, settings: ClientSettings | None = None,
-                    read_from: str | None = None) -> Client:
+                    read_from: str | None = None, ssl_context: ssl.SSLContext | None = None) -> Client:
         """A client of the cluster described by a cluster.toml (and its secret file)."""
         config = load_config(path)
         return cls(config.client_addresses(), cluster_id=config.cluster_id, secret=config.secret,
-                   settings=settings, read_from=read_from)
+                   settings=settings, read_from=read_from, ssl_context=ssl_context)
 
     @property
     def settings(self) -> ClientSettings:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import threading
 from collections.abc import Coroutine, Iterable
 from pathlib import Path
@@ -47,11 +48,12 @@ class FakeCluster:
     """Fake replicas sharing one machine host; `leader` names who accepts submits."""
 
     def __init__(self, machine: StateMachine, node_ids: Iterable[str] = ("n1", "n2", "n3"),
-                 *, secret: bytes = SECRET, path: str | os.PathLike[str] | None = None) -> None:
+                 *, secret: bytes = SECRET, path: str | os.PathLike[str] | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = MachineHost(machine, path=path)  # path: for an LMDB machine
         self.term = 1
         self.clock_ms = 1_700_000_000_000
-        self.replicas = {node_id: FakeReplica(self, node_id, secret) for node_id in node_ids}
+        self.replicas = {node_id: FakeReplica(self, node_id, secret, ssl_context) for node_id in node_ids}
         self.leader: str | None = next(iter(self.replicas))
         #: Kinds of the payloads applied, in log order.
         self.applied: list[PayloadKind] = []
@@ -87,10 +89,12 @@ class FakeCluster:
 class FakeReplica:
     """One fake replica. The counters below script its next answers."""
 
-    def __init__(self, cluster: FakeCluster, node_id: str, secret: bytes) -> None:
+    def __init__(self, cluster: FakeCluster, node_id: str, secret: bytes,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.cluster = cluster
         self.node_id = node_id
         self.secret = secret
+        self.ssl_context = ssl_context
         self.requests: list[Request] = []
         self.server: ClientServer | None = None
         self.running = False
@@ -125,7 +129,8 @@ class FakeReplica:
     async def start(self) -> None:
         """Listen (again on the same port after a `stop`)."""
         self.server = ClientServer((LOCALHOST, self._port), cluster_id=CLUSTER, node_id=self.node_id,
-                                   secret=self.secret, handler=self._serve, settings=FAST_TRANSPORT)
+                                   secret=self.secret, handler=self._serve, settings=FAST_TRANSPORT,
+                                   ssl_context=self.ssl_context)
         await self.server.start()
         self._port = self.server.address[1]
         self.running = True

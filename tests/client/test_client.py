@@ -15,8 +15,9 @@ from typing import Any
 import attrs
 import pytest
 
-# The transport tests' leak-checking runner and bounded waits (tests/ is on sys.path).
-from net.conftest import free_port, run, wait_until
+# The transport tests' leak-checking runner, bounded waits and test certificates
+# (tests/ is on sys.path; importing the fixture makes it available here).
+from net.conftest import Certs, certs, free_port, run, wait_until  # noqa: F401
 
 from examples.counter.machine import Counter
 from rsm.client import (
@@ -441,3 +442,20 @@ def test_status_of_each_replica() -> None:
         assert "status of n3: connection refused" == str(statuses["n3"])
 
     with_cluster(test)
+
+
+def test_connects_over_mutual_tls(certs: Certs) -> None:  # noqa: F811
+    async def main() -> None:
+        cluster = await FakeCluster(Counter(), ssl_context=certs.server_context()).start()
+        try:
+            async with make_client(cluster, ssl_context=certs.client_context()) as client:
+                assert 1 == await client.proxy(Counter).increment()
+            no_cert = certs.client_context(with_cert=False)
+            async with make_client(cluster, ssl_context=no_cert, settings=attrs.evolve(FAST, timeout_s=0.3)) as client:
+                with pytest.raises(Unavailable):
+                    await client.proxy(Counter).get()
+        finally:
+            await cluster.close()
+
+    # asyncio reports the server side of each refused TLS handshake to the loop.
+    run(main, allowed_loop_errors=("Error on transport creation for incoming connection",))

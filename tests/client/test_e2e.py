@@ -21,6 +21,7 @@ import pytest
 pytest.importorskip("rsm.replica", reason="the replica runtime is not in this tree yet")
 
 from examples.counter.machine import Counter
+from examples.kvstore.machine import KVStore
 from rsm.cli import ReplicaProcesses, free_base_port, init_cluster
 from rsm.client import AsyncClient, Client
 from rsm.config import load_config
@@ -73,8 +74,6 @@ def test_kvstore_command_line_against_a_real_cluster(kv_cluster: Path) -> None:
 
 def test_rsm_status_json_on_a_real_cluster(kv_cluster: Path) -> None:
     with Client.from_config(kv_cluster) as client:
-        from examples.kvstore.machine import KVStore
-
         client.proxy(KVStore).put("k", "v")  # a leader exists and has committed something
         leader = client.leader
 
@@ -87,6 +86,17 @@ def test_rsm_status_json_on_a_real_cluster(kv_cluster: Path) -> None:
     assert 0 == result.returncode, result.stdout + result.stderr
     assert (leader, True, []) == (report["leader"], report["healthy"], report["divergence"])
     assert {"leader"} == {r["role"] for r in report["replicas"].values()} - {"follower"}
+
+
+def test_queries_served_by_a_follower(kv_cluster: Path) -> None:
+    with Client.from_config(kv_cluster) as writer:
+        writer.proxy(KVStore).put("shared", "written through the leader")
+        follower = next(n for n in NODES if n != writer.leader)
+    with Client.from_config(kv_cluster, read_from=follower) as reader:
+        # Linearizable: the follower asks the leader for a read index first, so
+        # it sees the write that completed before the query started.
+        assert "written through the leader" == reader.proxy(KVStore).get("shared")
+        assert reader.leader is None  # no command was sent: it never needed the leader
 
 
 def test_commands_in_flight_across_a_leader_crash_apply_exactly_once(tmp_path: Path) -> None:
