@@ -44,6 +44,9 @@ class Config:
     #: A learner is promoted to voter (and a member counts as healthy for a
     #: membership change) only if it is at most this many entries behind the leader.
     promote_lag_entries_max: int = 1_000
+    #: Durable entries also kept in memory, so that replicating them does not
+    #: read them back from storage (0 disables the cache).
+    log_cache_entries_max: int = 8192
 
     def validate(self) -> Config:
         """Raise `ConfigError` on a bad value or a bad relation between values."""
@@ -64,6 +67,8 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.log_cache_entries_max, int) or self.log_cache_entries_max < 0:
+            raise ConfigError(f"log_cache_entries_max must be an integer >= 0, got {self.log_cache_entries_max!r}")
         if self.election_timeout_ticks <= self.heartbeat_interval_ticks:
             raise ConfigError(
                 "election_timeout_ticks must exceed heartbeat_interval_ticks "

@@ -8,6 +8,11 @@ unstable to stable once the driver has persisted them.
 
 Committed entries are handed out for applying only once they are durable here,
 so "applied" always implies "persisted locally" (a success means persisted).
+
+Entries that just became durable stay in memory too (`recent`, at most
+`Config.log_cache_entries_max`): a leader replicates them right after writing
+them, and reading them back from LMDB (and decoding them) cost more than
+anything else on that path.
 """
 
 from __future__ import annotations
@@ -20,12 +25,16 @@ from rsm.errors import LogCompacted, LogUnavailable, invariant
 class RaftLog:
     """Stable entries (in storage) plus an unstable suffix (in memory)."""
 
-    def __init__(self, storage: Storage, applied: int = 0) -> None:
+    def __init__(self, storage: Storage, applied: int = 0, cache_entries_max: int = 8192) -> None:
         self.storage = storage
+        self.cache_entries_max = cache_entries_max
         hard_state, _ = storage.initial_state()
         self.unstable: list[Entry] = []
         self.unstable_offset = storage.last_index() + 1
         self.unstable_snapshot: SnapshotMeta | None = None
+        # Durable entries [recent_offset, unstable_offset) also held in memory.
+        self.recent: list[Entry] = []
+        self.recent_offset = self.unstable_offset
         snapshot_index = storage.snapshot_meta().index
         # Entries up to `applied` have been handed to the driver for applying.
         self.applied = max(applied, snapshot_index)
@@ -67,6 +76,8 @@ class RaftLog:
             if index < snap.index:
                 raise LogCompacted(f"index {index} is covered by the incoming snapshot")
             raise LogUnavailable(f"index {index} past the incoming snapshot {snap.index}")
+        if self.recent_offset <= index < self.unstable_offset:
+            return self.recent[index - self.recent_offset].term
         return self.storage.term(index)
 
     def maybe_term(self, index: int) -> int | None:
@@ -95,7 +106,13 @@ class RaftLog:
             raise LogCompacted(f"index {lo} is compacted")
         invariant(hi <= self.last_index() + 1, f"entries up to {hi - 1} past the last index")
         out: list[Entry] = []
-        if lo < self.unstable_offset:
+        if self.recent_offset <= lo < self.unstable_offset:
+            out.extend(self.recent[lo - self.recent_offset : min(hi, self.unstable_offset) - self.recent_offset])
+            if max_bytes is not None:
+                out = _trim(out, max_bytes)
+                if len(out) < min(hi, self.unstable_offset) - lo:
+                    return out
+        elif lo < self.unstable_offset:
             stored = self.storage.entries(lo, min(hi, self.unstable_offset), max_bytes)
             out.extend(stored)
             if len(stored) < min(hi, self.unstable_offset) - lo:
@@ -130,6 +147,10 @@ class RaftLog:
             # when it saves a batch starting at or below its last index.
             self.unstable = list(entries)
             self.unstable_offset = first
+            if first <= self.recent_offset:
+                self.recent, self.recent_offset = [], first
+            else:
+                del self.recent[first - self.recent_offset :]
 
     def find_conflict(self, entries: tuple[Entry, ...]) -> int:
         """Index of the first entry that is new or conflicts with ours; 0 if none."""
@@ -150,6 +171,7 @@ class RaftLog:
         self.unstable_snapshot = snapshot
         self.unstable = []
         self.unstable_offset = snapshot.index + 1
+        self.recent, self.recent_offset = [], self.unstable_offset
         self.committed = snapshot.index
         # The driver restores the state machine from the snapshot in the same batch.
         self.applied = snapshot.index
@@ -168,8 +190,17 @@ class RaftLog:
             return
         if self.maybe_term(index) != term:
             return  # replaced (or cut short) by a newer append since; that one is still unstable
-        del self.unstable[: index + 1 - self.unstable_offset]
+        done = index + 1 - self.unstable_offset
+        if self.recent_offset + len(self.recent) == self.unstable_offset:
+            self.recent.extend(self.unstable[:done])
+        else:
+            self.recent, self.recent_offset = list(self.unstable[:done]), self.unstable_offset
+        del self.unstable[:done]
         self.unstable_offset = index + 1
+        excess = len(self.recent) - self.cache_entries_max
+        if excess > 0:
+            del self.recent[:excess]
+            self.recent_offset += excess
 
     def stable_snapshot_to(self, index: int) -> None:
         if self.unstable_snapshot is not None and self.unstable_snapshot.index == index:
@@ -178,3 +209,13 @@ class RaftLog:
     def applied_to(self, index: int) -> None:
         invariant(index <= self.committed, f"applied {index} beyond commit {self.committed}")
         self.applied = max(self.applied, index)
+
+
+def _trim(entries: list[Entry], max_bytes: int) -> list[Entry]:
+    """The longest prefix within `max_bytes` (at least one entry)."""
+    used = 0
+    for n, entry in enumerate(entries):
+        used += entry.size_bytes()
+        if used > max_bytes and n > 0:
+            return entries[:n]
+    return entries

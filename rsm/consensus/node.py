@@ -104,7 +104,7 @@ class Node:
         self.rng = rng
         self._bugs = bugs
         hard_state, conf = storage.initial_state()
-        self.log = RaftLog(storage, applied)
+        self.log = RaftLog(storage, applied, self.config.log_cache_entries_max)
         self.term = hard_state.term
         self.vote: NodeId | None = hard_state.vote
         self._confs = self._load_confs(conf)

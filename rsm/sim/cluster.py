@@ -69,6 +69,7 @@ def sim_config(rng: random.Random | None = None) -> Config:
         snapshot_inflight_chunks_max=rng.choice([1, 2, 4]),
         uncommitted_entries_max=rng.choice([20, 200]),
         pending_reads_max=rng.choice([4, 64]),
+        log_cache_entries_max=rng.choice([0, 3, 8192]),
     )
 
 

@@ -369,3 +369,21 @@ def test_a_batch_cut_short_while_it_was_being_written_is_not_marked_stable() -> 
     n2.advance(rd)
     assert [Entry(2, t + 1)] == n2.log.unstable  # still to be written
     assert 1 == n2.log.stable_last_index()
+
+
+@pytest.mark.parametrize("cache", [0, 8192])
+def test_recent_entries_are_replicated_from_memory(cache: int) -> None:
+    """With the log cache on, sending just-written entries reads no storage;
+    with it off, the same replication reads them back (and is just as correct)."""
+    c = Cluster(IDS3, config=make_config(log_cache_entries_max=cache, append_entries_max=4, inflight_messages_max=1))
+    c.elect("n1")
+    reads = []
+    storage = c.storages["n1"]
+    original = storage.entries
+    storage.entries = lambda lo, hi, max_bytes=None: reads.append((lo, hi)) or original(lo, hi, max_bytes)  # type: ignore[method-assign]
+    for i in range(20):
+        c.nodes["n1"].propose(f"c{i}".encode())
+    c.stabilize()
+    c.tick_all(2)
+    assert [f"c{i}".encode() for i in range(20)] == c.commands("n2")
+    assert (reads == []) == (cache > 0)
