@@ -102,6 +102,7 @@ class Replica:
         self._digests: collections.OrderedDict[int, str] = collections.OrderedDict()
         self._peer_digests: dict[tuple[str, int], str] = {}
         self._last_role: tuple[Role, int, str | None] | None = None
+        self._submits: list[tuple[Connection, int, bytes]] = []
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -246,7 +247,7 @@ class Replica:
             self._read(conn, rid, request.payload)
 
     def _pending(self) -> int:
-        return len(self._proposals) + len(self._reads) + len(self._ready_reads)
+        return len(self._proposals) + len(self._submits) + len(self._reads) + len(self._ready_reads)
 
     def _submit(self, conn: Connection, rid: int, payload: bytes) -> None:
         if self.node.role != Role.LEADER:
@@ -259,15 +260,25 @@ class Replica:
         if self._pending() >= self.settings.pending_requests_max:
             self._reply(conn, rid, Code.BUSY, "too many requests in progress; retry")
             return
+        # Proposed together with everything else that arrives in this loop turn
+        # (one propose_batch call), just before the driver takes the next batch.
+        self._submits.append((conn, rid, ENTRY_HEADER.pack(_now_ms()) + payload))
+
+    def _propose_submits(self) -> None:
+        submits, self._submits = self._submits, []
         try:
-            index = self.node.propose(ENTRY_HEADER.pack(_now_ms()) + payload)
+            last = self.node.propose_batch([data for _, _, data in submits])
         except NotLeader:
-            self._not_leader(conn, rid)
+            for conn, rid, _ in submits:
+                self._not_leader(conn, rid)
             return
         except ProposalDropped as exc:
-            self._reply(conn, rid, Code.BUSY, str(exc))
+            for conn, rid, _ in submits:
+                self._reply(conn, rid, Code.BUSY, str(exc))
             return
-        self._proposals[index] = (conn, rid, self.node.term)
+        term = self.node.term
+        for index, (conn, rid, _) in enumerate(submits, start=last - len(submits) + 1):
+            self._proposals[index] = (conn, rid, term)
 
     def _read(self, conn: Connection, rid: int, payload: bytes) -> None:
         if self._pending() >= self.settings.pending_requests_max:
@@ -304,6 +315,8 @@ class Replica:
 
     async def _process(self) -> None:
         node = self.node
+        if self._submits:
+            self._propose_submits()
         while node.has_ready():
             rd = node.ready()
             for msg in rd.messages_now:
