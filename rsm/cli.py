@@ -355,11 +355,9 @@ def _process_cell(processes: ReplicaProcesses, node_id: str) -> Text:
 
 
 async def _gather_report(config_path: Path, timeout_s: float) -> dict[str, Any]:
-    config = load_config(config_path)
     settings = ClientSettings(attempt_timeout_s=timeout_s, client_id="rsm-status")
-    async with AsyncClient(config.client_addresses(), cluster_id=config.cluster_id, secret=config.secret,
-                           settings=settings) as client:
-        return status_report(config.cluster_id, config.client_addresses(), await client.status_all())
+    async with AsyncClient.from_config(config_path, settings=settings) as client:
+        return status_report(client.cluster_id, client.replicas, await client.status_all())
 
 
 # ==========================================================================
@@ -520,8 +518,7 @@ async def _watch(config: ClusterConfig, processes: ReplicaProcesses, refresh_s: 
         loop.add_signal_handler(sig, stop.set)
     settings = ClientSettings(attempt_timeout_s=max(refresh_s, 0.2), client_id="rsm-cluster-up")
     leader: str | None = None
-    async with AsyncClient(config.client_addresses(), cluster_id=config.cluster_id, secret=config.secret,
-                           settings=settings) as client:
+    async with AsyncClient.from_config(config.path, settings=settings) as client:
         with Live(console=_stdout, refresh_per_second=4, auto_refresh=_stdout.is_terminal) as live:
             while not stop.is_set():
                 _report_exits(processes)

@@ -420,6 +420,15 @@ def _normalise(addresses: Addresses) -> dict[str, Address]:
     return result
 
 
+def _config_arguments(path: str | os.PathLike[str], ssl_context: ssl.SSLContext | None) -> dict[str, Any]:
+    """A client's connection arguments from a cluster.toml."""
+    config = load_config(path)
+    if ssl_context is None and config.tls is not None:
+        ssl_context = config.tls.client_context()  # [tls] cert and key: the client's certificate too
+    return {"addresses": config.client_addresses(), "cluster_id": config.cluster_id, "secret": config.secret,
+            "ssl_context": ssl_context}
+
+
 class AsyncClient:
     """A client of one rsm cluster, for asyncio code. See the module docstring.
 
@@ -467,10 +476,10 @@ class AsyncClient:
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], *, settings: ClientSettings | None = None,
                     read_from: str | None = None, ssl_context: ssl.SSLContext | None = None) -> AsyncClient:
-        """A client of the cluster described by a cluster.toml (and its secret file)."""
-        config = load_config(path)
-        return cls(config.client_addresses(), cluster_id=config.cluster_id, secret=config.secret,
-                   settings=settings, read_from=read_from, ssl_context=ssl_context)
+        """A client of the cluster described by a cluster.toml (and its secret
+        file). Its ``[tls]`` section, if any, gives the TLS context, unless
+        `ssl_context` is passed."""
+        return cls(**_config_arguments(path, ssl_context), settings=settings, read_from=read_from)
 
     @property
     def leader(self) -> str | None:
@@ -664,7 +673,7 @@ class AsyncClient:
             decode_result(await self._submit(payload, attempts))
         except SessionExpired:
             self._expire(session)
-        except (Unavailable, CommandError) as exc:
+        except RsmError as exc:  # whatever it is, the keep-alive task must live on
             log.warning("could not keep session %d alive: %s", session.session_id, exc)
         else:
             session.last_used_s = self._now()
@@ -681,7 +690,7 @@ class AsyncClient:
                                  f"closing session {session.session_id}")
             try:
                 await self._submit(payload, attempts)
-            except (Unavailable, AuthenticationError, HandshakeError) as exc:
+            except RsmError as exc:
                 log.info("session %d left to expire: %s", session.session_id, exc)
 
         await asyncio.gather(*(close_one(s) for s in sessions))
@@ -1039,10 +1048,8 @@ class Client:
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], *, settings: ClientSettings | None = None,
                     read_from: str | None = None, ssl_context: ssl.SSLContext | None = None) -> Client:
-        """A client of the cluster described by a cluster.toml (and its secret file)."""
-        config = load_config(path)
-        return cls(config.client_addresses(), cluster_id=config.cluster_id, secret=config.secret,
-                   settings=settings, read_from=read_from, ssl_context=ssl_context)
+        """A client of the cluster described by a cluster.toml; see `AsyncClient.from_config`."""
+        return cls(**_config_arguments(path, ssl_context), settings=settings, read_from=read_from)
 
     @property
     def settings(self) -> ClientSettings:

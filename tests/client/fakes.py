@@ -213,15 +213,17 @@ def _reply(conn: Connection, rid: int, code: Code, value: Any) -> None:
 
 
 def write_config(directory: Path, addresses: dict[str, tuple[str, int]], *,
-                 app: str = "examples.counter.machine:Counter") -> Path:
-    """A cluster.toml (and secret) whose client addresses are the fakes'."""
+                 app: str = "examples.counter.machine:Counter", extra: str = "") -> Path:
+    """A cluster.toml (and secret) whose client addresses are the fakes';
+    `extra` is appended (a [tls] table, say)."""
     secret = directory / "cluster.secret"
     secret.write_bytes(SECRET)
     secret.chmod(0o600)
     replicas = {node_id: ("127.0.0.1:1", format_address(address), f"data/{node_id}")
                 for node_id, address in addresses.items()}
     path = directory / "cluster.toml"
-    path.write_text(render_config(cluster_id=CLUSTER, app=app, secret_file="cluster.secret", replicas=replicas))
+    path.write_text(render_config(cluster_id=CLUSTER, app=app, secret_file="cluster.secret", replicas=replicas)
+                    + extra)
     return path
 
 

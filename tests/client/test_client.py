@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -41,7 +42,7 @@ from rsm.statemachine import (
     encode_close_session,
 )
 
-from .fakes import CLUSTER, FAST, OTHER_SECRET, SECRET, Echo, FakeCluster
+from .fakes import CLUSTER, FAST, OTHER_SECRET, SECRET, Echo, FakeCluster, write_config
 
 
 def make_client(cluster: FakeCluster, *, settings: ClientSettings = FAST, secret: bytes = SECRET,
@@ -444,12 +445,16 @@ def test_status_of_each_replica() -> None:
     with_cluster(test)
 
 
-def test_connects_over_mutual_tls(certs: Certs) -> None:  # noqa: F811
+def test_connects_over_mutual_tls(certs: Certs, tmp_path: Path) -> None:  # noqa: F811
     async def main() -> None:
         cluster = await FakeCluster(Counter(), ssl_context=certs.server_context()).start()
         try:
             async with make_client(cluster, ssl_context=certs.client_context()) as client:
                 assert 1 == await client.proxy(Counter).increment()
+            tls = f'\n[tls]\nca = "{certs.ca}"\ncert = "{certs.node_cert}"\nkey = "{certs.node_key}"\n'
+            config = write_config(tmp_path, cluster.addresses(), extra=tls)
+            async with AsyncClient.from_config(config, settings=FAST) as client:  # TLS from [tls]
+                assert 2 == await client.proxy(Counter).increment()
             no_cert = certs.client_context(with_cert=False)
             async with make_client(cluster, ssl_context=no_cert, settings=attrs.evolve(FAST, timeout_s=0.3)) as client:
                 with pytest.raises(Unavailable):
