@@ -343,6 +343,9 @@ class Replica:
             log.info("%s is %s in term %d (leader: %s)", self.node_id, rd.role.value, rd.term, rd.leader_id or "unknown")
 
     def _send(self, msg: Message) -> None:
+        if msg.entries:
+            self.counters["appends_sent"] += 1
+            self.counters["entries_sent"] += len(msg.entries)
         self.peers.send(msg.dst, encode_message(msg))
 
     def _persist(self, rd: Ready) -> None:
@@ -493,7 +496,18 @@ class Replica:
             "divergence": self.divergence,
             "snapshot_index": self.storage.snapshot_meta().index,
             "counters": dict(self.counters),
+            "cpu_s": time.process_time(),  # this process's CPU time (user + system)
+            "rss_bytes": _rss_bytes(),
         }
+
+
+def _rss_bytes() -> int:
+    """Resident memory of this process (Linux), 0 where unknown."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _now_ms() -> int:
