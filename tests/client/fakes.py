@@ -175,12 +175,16 @@ class FakeReplica:
         elif self.hold and payload_kind(payload) == PayloadKind.COMMAND:
             self._held.append((conn, rid, result))
             if len(self._held) >= self.hold:
-                for held_conn, held_rid, held_result in reversed(self._held):
-                    _reply(held_conn, held_rid, Code.OK, held_result)
-                self._held.clear()
-                self.hold = 0
+                self.release_held()
         else:
             _reply(conn, rid, Code.OK, result)
+
+    def release_held(self) -> None:
+        """Send the held answers, newest first, and answer at once from now on."""
+        for conn, rid, result in reversed(self._held):
+            _reply(conn, rid, Code.OK, result)
+        self._held.clear()
+        self.hold = 0
 
     def _leader_hint(self) -> list[str | None]:
         leader = self.cluster.leader

@@ -142,7 +142,7 @@ def test_settings_are_validated() -> None:
     for bad in ({"timeout_s": 0}, {"attempt_timeout_s": -1.0}, {"in_flight_max": 0}, {"session_window": 1.5},
                 {"backoff_min_s": 1.0, "backoff_max_s": 0.5}, {"sessions_max": True}):
         with pytest.raises(ConfigError):
-            ClientSettings(**bad).validate()  # type: ignore[arg-type]
+            ClientSettings(**bad).validate()
     with pytest.raises(ConfigError, match="read_from"):
         AsyncClient({"n1": "127.0.0.1:1"}, cluster_id=CLUSTER, secret=SECRET, read_from="n9")
     with pytest.raises(ConfigError, match="bad address"):
@@ -405,6 +405,26 @@ def test_a_session_never_has_more_than_its_window_in_flight() -> None:
         calls = command_calls(cluster, "n1")
         assert list(range(1, 8)) == sorted(c.seq for c in calls)
         assert all(c.seq - c.ack < 2 for c in calls), [(c.seq, c.ack) for c in calls]
+
+    with_cluster(test, Echo())
+
+
+def test_calls_past_in_flight_max_wait_for_a_slot() -> None:
+    async def test(cluster: FakeCluster) -> None:
+        n1 = cluster.replicas["n1"]
+        n1.hold = 1000  # hold the answers until release_held()
+        settings = attrs.evolve(FAST, in_flight_max=2)
+        async with make_client(cluster, settings=settings) as client:
+            echo = client.proxy(Echo)
+            first = [asyncio.ensure_future(echo.echo(i)) for i in range(2)]
+            await wait_until(lambda: 2 == cluster.count(PayloadKind.COMMAND))
+            sent = client.stats.requests_sent
+            third = asyncio.ensure_future(echo.echo(2))
+            await asyncio.sleep(0)  # with a slot, it would be sent within this turn
+            assert sent == client.stats.requests_sent  # no slot: not sent ...
+            n1.release_held()
+            assert [0, 1] == await asyncio.gather(*first)
+            assert 2 == await third  # ... until one was free
 
     with_cluster(test, Echo())
 
