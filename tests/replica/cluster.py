@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import signal
 import socket
@@ -47,6 +48,12 @@ class LocalCluster:
         text = render_config(cluster_id="test", app=app, secret_file="cluster.secret", replicas=table, tick_ms=10)
         (root / "cluster.toml").write_text(text + extra)
         self.procs: dict[str, subprocess.Popen[str]] = {}
+        atexit.register(self._kill_leftovers)  # a failing test must not leave replicas running
+
+    def _kill_leftovers(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
 
     def spawn(self, node_id: str) -> subprocess.Popen[str]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)}
