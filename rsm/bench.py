@@ -120,10 +120,10 @@ class LocalCluster:
     """A throwaway cluster of BenchCounter replicas on 127.0.0.1."""
 
     def __init__(self, replicas: int) -> None:
-        from rsm.config import render_config, write_secret
+        from rsm.config import free_local_ports, render_config, write_secret
 
         self.root = Path(tempfile.mkdtemp(prefix="rsm-bench-"))
-        ports = _free_ports(2 * replicas)
+        ports = free_local_ports(2 * replicas)
         table = {
             f"n{i + 1}": (f"127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}", f"data/n{i + 1}")
             for i in range(replicas)
@@ -152,17 +152,6 @@ class LocalCluster:
                 proc.kill()
 
 
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 # ----------------------------------------------------------------------- driver

@@ -57,6 +57,21 @@ def format_address(address: Address) -> str:
     return f"{address[0]}:{address[1]}"
 
 
+def free_local_ports(n: int) -> list[int]:
+    """`n` distinct TCP ports on 127.0.0.1 that were free a moment ago (for local
+    clusters: the demo, the benchmark, tests)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 @attrs.frozen(kw_only=True)
 class ReplicaSettings:
     """Limits and periods of the replica runtime (`[replica]` in cluster.toml)."""

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from examples.kvstore.machine import KVStore
 from rsm.client import Client
-from rsm.config import render_config, write_secret
+from rsm.config import free_local_ports, render_config, write_secret
 from rsm.sim.demo import DemoFailed, expect
 
 console = Console(highlight=False)
@@ -33,17 +33,6 @@ IDS = ["n1", "n2", "n3"]
 WAIT_S = 20.0
 
 
-def free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class Processes:
@@ -119,7 +108,7 @@ def show(client: Client) -> None:
 
 
 def scenario(root: Path, procs: Processes) -> None:
-    ports = free_ports(2 * len(IDS))
+    ports = free_local_ports(2 * len(IDS))
     replicas = {n: (f"127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}", f"data/{n}") for i, n in enumerate(IDS)}
     write_secret(root / "cluster.secret")
     (root / "cluster.toml").write_text(render_config(cluster_id="demo", app=APP, secret_file="cluster.secret",

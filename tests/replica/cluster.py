@@ -6,13 +6,12 @@ import asyncio
 import atexit
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from rsm.config import render_config, write_secret
+from rsm.config import free_local_ports, render_config, write_secret
 from rsm.net.connection import Connection, connect
 from rsm.protocol import Code, Request, Response, decode_response, encode_request
 
@@ -20,15 +19,6 @@ READY_TIMEOUT_S = 20.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class LocalCluster:
@@ -36,7 +26,7 @@ class LocalCluster:
 
     def __init__(self, root: Path, app: str, replicas: int = 3, extra: str = "") -> None:
         self.root = root
-        ports = free_ports(2 * replicas)
+        ports = free_local_ports(2 * replicas)
         self.ids = [f"n{i + 1}" for i in range(replicas)]
         table = {
             node_id: (f"127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}", f"data/{node_id}")
