@@ -98,10 +98,23 @@ def init_cluster(directory: str | os.PathLike[str], *, replicas: int, base_port:
     }
     text = render_config(cluster_id=cluster_id or f"rsm-{secrets.token_hex(4)}", app=app,
                          secret_file=SECRET_NAME, replicas=members, tick_ms=tick_ms)
-    write_secret(secret_path)
-    with config_path.open("x") as f:  # "x": fails if someone created it meanwhile
-        f.write(text)
+    write_secret(secret_path)  # before the config: whoever sees the config can read the secret
+    _create_atomically(config_path, text)
     return config_path
+
+
+def _create_atomically(path: Path, text: str) -> None:
+    """Create `path` holding `text`, all at once: nobody reads it half-written
+    (`rsm cluster up` creates a config that clients may be waiting for), and
+    it is never overwritten (ConfigError if it appeared meanwhile)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    try:
+        os.link(temporary, path)  # atomic; fails if `path` exists
+    except FileExistsError:
+        raise ConfigError(f"{path} already exists; refusing to overwrite it") from None
+    finally:
+        temporary.unlink()
 
 
 def free_base_port(count: int, host: str = "127.0.0.1", attempts: int = 100) -> int:

@@ -371,7 +371,7 @@ class _Attempts:
         self.redirects = 0
         self.problems: dict[str, str] = {}
         self.last_was_busy = False
-        #: Sends that may have reached the log (not refused with NOT_LEADER/BUSY).
+        #: Submits that may have reached the log (not refused with NOT_LEADER/BUSY).
         self.maybe_landed = 0
         self.sent = 0
 
@@ -738,7 +738,8 @@ class AsyncClient:
                 link = await self._link(node_id)
                 future = link.send(request)
                 attempts.sent += 1
-                attempts.maybe_landed += 1
+                if request.kind == "submit":
+                    attempts.maybe_landed += 1
                 return await future
         except TimeoutError:
             self.stats.attempt_timeouts += 1
@@ -776,11 +777,11 @@ class AsyncClient:
                              attempts: _Attempts) -> str:
         """Handle NOT_LEADER, BUSY, UNAVAILABLE, BAD_REQUEST; return the next replica to try."""
         code, value = response.code, response.value
+        if code in (Code.NOT_LEADER, Code.BUSY) and attempts.maybe_landed:
+            attempts.maybe_landed -= 1  # refused before it was proposed: it cannot be in the log
         if code == Code.NOT_LEADER:
-            attempts.maybe_landed -= 1
             return await self._redirect(node, value, attempts)
         if code == Code.BUSY:
-            attempts.maybe_landed -= 1
             self.stats.busy += 1
             attempts.note(node, f"busy: {value}", busy=True)
             await attempts.backoff()

@@ -18,8 +18,9 @@ from click.testing import CliRunner, Result
 from examples.counter.machine import Counter
 from examples.kvstore.__main__ import kv, prefix_end
 from examples.kvstore.machine import KVStore
-from rsm.cli import cli, status_report
+from rsm.cli import _create_atomically, cli, status_report
 from rsm.config import format_address, load_config
+from rsm.errors import ConfigError
 from rsm.statemachine import encode_register_session
 
 from .fakes import FakeCluster, LoopThread, write_config
@@ -61,6 +62,15 @@ def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
     assert 1 == result.exit_code
     assert "refusing to overwrite" in result.output
     assert before == {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+
+def test_the_config_appears_whole_and_is_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.toml"
+    _create_atomically(path, "cluster_id = 'a'\n")
+    with pytest.raises(ConfigError, match="refusing to overwrite"):
+        _create_atomically(path, "cluster_id = 'b'\n")
+    assert "cluster_id = 'a'\n" == path.read_text()
+    assert [path] == list(tmp_path.iterdir())  # no temporary file left behind
 
 
 def test_init_refuses_an_app_that_is_not_a_machine(tmp_path: Path) -> None:

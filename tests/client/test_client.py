@@ -307,10 +307,11 @@ def test_busy_until_the_timeout_raises_busy() -> None:
         async with make_client(cluster, settings=settings) as client:
             loop = asyncio.get_running_loop()
             started = loop.time()
-            with pytest.raises(Busy, match=r"overloaded for 0\.3 s") as caught:
+            with pytest.raises(Busy, match=r"overloaded for 0\.3 s \(n1: busy: [^)]*\)$") as caught:
                 await client.proxy(Counter).get()
             assert 0.3 <= loop.time() - started < 1.0
             assert "busy" in caught.value.problems["n1"]
+            assert not caught.value.maybe_applied  # a query: nothing to apply
             assert client.stats.busy > 3  # backed off, did not spin: far fewer than a spin would send
             assert client.stats.busy < 100
 
@@ -344,6 +345,21 @@ def test_no_leader_raises_unavailable() -> None:
         async with make_client(cluster, settings=settings) as client:
             with pytest.raises(Unavailable, match=r"n1: not the leader \(hint: none\)"):
                 await client.proxy(Counter).increment()
+
+    with_cluster(test)
+
+
+def test_a_command_that_reached_the_leader_but_timed_out_may_have_been_applied() -> None:
+    async def test(cluster: FakeCluster) -> None:
+        settings = attrs.evolve(FAST, timeout_s=0.3)
+        async with make_client(cluster, settings=settings) as client:
+            counter = client.proxy(Counter)
+            assert 1 == await counter.increment()
+            cluster.replicas["n1"].drop = 10**9  # applies everything, answers nothing
+            with pytest.raises(Unavailable, match=r"\(it may still be applied, once\)$") as caught:
+                await counter.increment()
+            assert caught.value.maybe_applied
+            assert 2 == cluster.host.machine.value  # type: ignore[attr-defined]
 
     with_cluster(test)
 

@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -145,15 +146,19 @@ def test_rsm_cluster_up_starts_and_stops_every_replica(tmp_path: Path) -> None:
          "--app", "examples.counter.machine:Counter", "--refresh-s", "0.1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(up.stdout or ()), daemon=True)
+    reader.start()
     try:
-        wait_for(lambda: (tmp_path / "cluster.secret").exists() and (tmp_path / "cluster.toml").exists())
+        wait_for(lambda: any(line.startswith("leader: n") for line in lines))
         with Client.from_config(tmp_path / "cluster.toml") as client:
             assert 1 == client.proxy(Counter).increment()
     finally:
         up.send_signal(signal.SIGTERM)
-        output, _ = up.communicate(timeout=30)
+        up.wait(30)
+        reader.join(5)
+    output = "".join(lines)
     assert 0 == up.returncode, output
     assert "stopped: n1 exit 0, n2 exit 0, n3 exit 0" in output
-    assert "leader: n" in output
     config = load_config(tmp_path / "cluster.toml")
     assert sorted(NODES) == sorted(config.replicas)
