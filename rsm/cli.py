@@ -573,6 +573,41 @@ def _tail(path: Path, lines: int) -> Iterator[str]:
     return iter(text.splitlines()[-lines:])
 
 
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Benchmark this cluster (its app must be rsm.bench:BenchCounter); default: start a local one.")
+@click.option("--processes", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Client processes driving the load.")
+@click.option("--in-flight", type=click.IntRange(1, 512), default=128, show_default=True,
+              help="Commands outstanding per client process.")
+@click.option("--value-bytes", type=click.IntRange(0, 1 << 20), default=10, show_default=True,
+              help="Size of each command's argument.")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
+              help="Seconds measured (after a warm-up).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench(config_path: Path | None, processes: int, in_flight: int, value_bytes: int, duration_s: float,
+          as_json: bool) -> None:
+    """Measure throughput and latency from separate client processes."""
+    from rsm import bench as bench_mod
+
+    options = bench_mod.BenchOptions(processes=processes, in_flight=in_flight, value_bytes=value_bytes,
+                                     duration_s=duration_s)
+    if as_json:
+        result = bench_mod.run(options, config_path)
+        click.echo(json.dumps(result))
+        return
+    from rich.live import Live
+
+    started = time.monotonic()
+    with Live(console=_stdout, transient=True) as live:
+        def progress(done: int) -> None:
+            elapsed = max(1e-9, time.monotonic() - started)
+            live.update(f"{done:,} commands acknowledged ({done / elapsed:,.0f}/s so far)")
+
+        result = bench_mod.run(options, config_path, on_progress=progress)
+    bench_mod.print_report(result)
+
+
 def main() -> None:
     """Entry point of the `rsm` console script."""
     cli(prog_name="rsm")

@@ -24,3 +24,17 @@ def test_percentiles() -> None:
     assert 51.0 == percentile(values, 0.5)
     assert 100.0 == percentile(values, 0.999)
     assert 0.0 == percentile([], 0.5)
+
+
+def test_rsm_bench_json_prints_one_object() -> None:
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "rsm.cli", "bench", "--processes", "1", "--in-flight", "4", "--duration", "0.5", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert 0 == proc.returncode, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["commands"] > 0 and result["in_flight"] == 4
