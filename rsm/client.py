@@ -330,25 +330,37 @@ class _Link:
 class _Session:
     """A registered session: its next seq and the seqs sent without a result."""
 
-    __slots__ = ("expired", "last_used_s", "next_seq", "session_id", "unanswered")
+    __slots__ = ("_low", "expired", "last_used_s", "next_seq", "session_id", "unanswered")
 
     def __init__(self, session_id: int, now_s: float) -> None:
         self.session_id = session_id
         self.next_seq = 1
         self.unanswered: set[int] = set()
+        self._low: int | None = None  # cached min(unanswered); None when unknown
         self.last_used_s = now_s
         self.expired = False
 
     def ack(self) -> int:
         """The lowest seq without a result: the replicas may forget all below it."""
-        return min(self.unanswered, default=self.next_seq)
+        if not self.unanswered:
+            return self.next_seq
+        if self._low is None:
+            self._low = min(self.unanswered)  # recomputed only after the lowest is answered
+        return self._low
 
     def has_room(self, window: int) -> bool:
         return not self.expired and self.next_seq - self.ack() < window
 
+    def answered(self, seq: int) -> None:
+        self.unanswered.discard(seq)
+        if seq == self._low:
+            self._low = None
+
     def take(self, now_s: float) -> int:
         seq = self.next_seq
         self.next_seq += 1
+        if not self.unanswered:
+            self._low = seq
         self.unanswered.add(seq)
         self.last_used_s = now_s
         return seq
@@ -587,7 +599,7 @@ class AsyncClient:
             try:
                 value = await self._submit(payload, attempts)
             finally:
-                session.unanswered.discard(seq)
+                session.answered(seq)
                 self._room_changed()
             try:
                 return decode_result(value)

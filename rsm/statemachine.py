@@ -826,16 +826,45 @@ def encode_call(machine_cls: type[StateMachine], name: str, args: Sequence[Any] 
         obj: list[Any] = [ENVELOPE_VERSION, PayloadKind.QUERY.value, name, list(args), kwargs]
     else:
         obj = [ENVELOPE_VERSION, PayloadKind.COMMAND.value, name, list(args), kwargs, session_id, seq, ack]
-    return _encode_checked(obj, settings, f"{machine_cls.__qualname__}.{name}")
+    return _encode_checked(obj, settings, f"{machine_cls.__qualname__}.{name}", plain_call=True)
 
 
-def _encode_checked(obj: list[Any], settings: MachineSettings, what: str) -> bytes:
+_SCALARS = (str, bytes, float, bool, type(None))
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """Whether `value` is built only of msgpack scalars and lists/str-keyed maps,
+    nested at most `depth` deep: such a value decodes back as it was encoded."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is int:
+        return _INT64_MIN <= value <= _UINT64_MAX
+    if depth <= 0:
+        return False
+    if kind is list or kind is tuple:
+        return all(_plain(v, depth - 1) for v in value)
+    if kind is dict:
+        return all(type(k) is str and _plain(v, depth - 1) for k, v in value.items())
+    return False
+
+
+def _encode_checked(obj: list[Any], settings: MachineSettings, what: str, plain_call: bool = False) -> bytes:
     try:
         payload = _packb(obj)
     except (TypeError, ValueError, OverflowError) as exc:
         raise UnencodableValue(f"{what}: {exc}") from None
     if len(payload) > settings.call_bytes_max:
         raise CallTooLarge(f"{what}: {len(payload)} bytes exceeds call_bytes_max={settings.call_bytes_max}")
+    if plain_call and _plain(obj[3], 3) and _plain(obj[4], 3):
+        # Arguments made of scalars and shallow containers always decode back
+        # as they were; only the envelope needs checking (the client's hot path).
+        try:
+            _validate_call(obj)
+        except DecodeError as exc:
+            raise UnencodableValue(f"{what}: {exc}") from None
+        return payload
     try:
         decode_call(payload, settings=settings)
     except DecodeError as exc:
