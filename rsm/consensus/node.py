@@ -325,6 +325,7 @@ class Node:
             or self._ready_snapshot
             or self.log.unstable
             or self._need_broadcast
+            or self._commit_advanced
             or self._read_round_wanted
             or self._hard_state_to_save(self.hard_state()) is not None
             or min(self.log.committed, self.log.stable_last_index()) > self.log.applied
@@ -467,6 +468,7 @@ class Node:
         self.transfer_target = None
         self._transfer_elapsed = 0
         self._need_broadcast = False
+        self._commit_advanced = False
         self._read_round_wanted = False
         self._drop_pending_reads()
 
@@ -851,7 +853,7 @@ class Node:
         self._commit_to(candidate)
         if self.role != Role.LEADER:
             return  # the commit removed this leader from the configuration
-        self._need_broadcast = True
+        self._commit_advanced = True
         if self._reads_before_commit and self._committed_in_term():
             waiting, self._reads_before_commit = self._reads_before_commit, []
             for ctx, origin in waiting:
@@ -864,8 +866,18 @@ class Node:
     def _flush_leader(self) -> None:
         if self._need_broadcast:
             self._need_broadcast = False
+            self._commit_advanced = False
             for member, pr in self.progress.items():
                 if member != self.id:
+                    self._send_append(member, pr, allow_empty=True)
+        elif self._commit_advanced:
+            # Tell followers the new commit index, but only those with nothing
+            # in flight: a busy follower learns it from the append that its
+            # next acknowledgement triggers (or the next heartbeat), which
+            # saves a message and an answer per commit under load.
+            self._commit_advanced = False
+            for member, pr in self.progress.items():
+                if member != self.id and not pr.inflight:
                     self._send_append(member, pr, allow_empty=True)
         if self._read_round_wanted:
             self._read_round_wanted = False
