@@ -255,6 +255,7 @@ def _report(options: BenchOptions, latencies: list[int], before: dict[str, Any],
             "entries_per_append": round(delta("entries_sent") / delta("appends_sent"), 1) if delta("appends_sent") else None,
             "cpu_s_per_1000_commands": round(1000 * cpu / max(1, count), 4),
             "rss_mib": round(view.get("rss_bytes", 0) / 2**20, 1),
+            "rss_mib_at_start": round(old.get("rss_bytes", 0) / 2**20, 1),
         }
     return {
         "processes": options.processes,
@@ -286,10 +287,10 @@ def print_report(result: dict[str, Any]) -> None:
     console.print(
         "latency ms  p50 {p50_ms:.2f}  p90 {p90_ms:.2f}  p99 {p99_ms:.2f}  p99.9 {p999_ms:.2f}  max {max_ms:.2f}".format(**result)
     )
-    table = Table("replica", "role", "commands/fsync", "entries/append", "CPU s per 1k cmds", "RSS MiB")
+    table = Table("replica", "role", "commands/fsync", "entries/append", "CPU s per 1k cmds", "RSS MiB (start)")
     for node_id, r in sorted(result["replicas"].items()):
         table.add_row(node_id, r["role"], str(r["commands_per_fsync"]), str(r["entries_per_append"] or "-"),
-                      f"{r['cpu_s_per_1000_commands']:.3f}", str(r["rss_mib"]))
+                      f"{r['cpu_s_per_1000_commands']:.3f}", f"{r['rss_mib']} ({r['rss_mib_at_start']})")
     console.print(table)
 
 
