@@ -69,3 +69,48 @@ def test_three_replicas_replicate_survive_a_leader_kill_and_catch_up(tmp_path: P
     finally:
         codes = cluster.stop_all()
     assert all(code == 0 for code in codes.values()), codes  # SIGTERM is a clean shutdown
+
+
+def test_a_replica_behind_the_compacted_log_catches_up_from_a_snapshot(tmp_path: Path) -> None:
+    """Snapshots every 20 entries: a replica that was down for 100 commands
+    finds the leader's log compacted past it, so it receives a snapshot in
+    chunks over TCP, installs it, and then follows the log again."""
+    extra = "\n[replica]\nsnapshot_every_entries = 20\n\n[consensus]\nsnapshot_chunk_bytes = 64\nlog_cache_entries_max = 0\n"
+    cluster = LocalCluster(tmp_path, COUNTER, extra=extra)
+    cluster.start_all()
+
+    async def scenario() -> None:
+        client = RawClient(cluster)
+        try:
+            leader = await client.leader()
+            lagging = next(n for n in cluster.ids if n != leader)
+            cluster.kill(lagging)
+            client.conns.pop(lagging, None)
+            for _ in range(100):
+                await submit(client, leader, increment())
+            status = await client.status(leader)
+            assert status["snapshot_index"] >= 80  # the leader compacted its log
+            cluster.start(lagging)
+            for _ in range(500):
+                view = await client.status(lagging)
+                if view["applied"] >= status["applied"]:
+                    break
+                await asyncio.sleep(0.02)
+            assert view["snapshot_index"] > 0  # it got there through a snapshot
+            response = await client.call(lagging, Request(client.rid(), "query", get(), "stale"))
+            assert 100 == decode_result(response.value)
+            assert 101 == await submit(client, leader, increment())  # and it keeps following the log
+            for _ in range(500):
+                response = await client.call(lagging, Request(client.rid(), "query", get(), "stale"))
+                if decode_result(response.value) == 101:
+                    break
+                await asyncio.sleep(0.02)
+            assert 101 == decode_result(response.value)
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        codes = cluster.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
