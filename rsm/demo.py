@@ -88,7 +88,7 @@ def agreed_leader(client: Client, live: set[str]) -> str | None:
         return None
     leaders = {v["leader"] for v in views.values()}
     if len(leaders) == 1 and leaders <= live and views[next(iter(leaders))]["role"] == "leader":
-        return leaders.pop()
+        return str(leaders.pop())
     return None
 
 

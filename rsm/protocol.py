@@ -76,10 +76,10 @@ _packer = msgpack.Packer(use_bin_type=True)
 
 def encode_request(request: Request) -> bytes:
     if request.kind == "submit":
-        return _packer.pack([request.request_id, "submit", request.payload])
+        return bytes(_packer.pack([request.request_id, "submit", request.payload]))
     if request.kind == "query":
-        return _packer.pack([request.request_id, "query", request.payload, request.consistency])
-    return _packer.pack([request.request_id, request.kind])
+        return bytes(_packer.pack([request.request_id, "query", request.payload, request.consistency]))
+    return bytes(_packer.pack([request.request_id, request.kind]))
 
 
 def _unpack(frame: bytes) -> Any:
@@ -111,7 +111,7 @@ def decode_request(frame: bytes) -> Request:
 
 
 def encode_response(response: Response) -> bytes:
-    return _packer.pack([response.request_id, int(response.code), response.value])
+    return bytes(_packer.pack([response.request_id, int(response.code), response.value]))
 
 
 def decode_response(frame: bytes) -> Response:

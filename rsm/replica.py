@@ -534,7 +534,7 @@ def main(config_path: str, node_id: str) -> int:
     """Run one replica in the foreground until SIGTERM or Ctrl-C; return the exit status."""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {node_id} %(levelname)s %(name)s: %(message)s")
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
 
         runner: Any = uvloop.run
     except ImportError:

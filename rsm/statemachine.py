@@ -840,7 +840,7 @@ def _plain(value: Any, depth: int) -> bool:
     if kind in _SCALARS:
         return True
     if kind is int:
-        return _INT64_MIN <= value <= _UINT64_MAX
+        return bool(_INT64_MIN <= value <= _UINT64_MAX)
     if depth <= 0:
         return False
     if kind is list or kind is tuple:

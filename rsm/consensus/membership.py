@@ -33,7 +33,7 @@ from rsm.consensus.types import ConfState, Entry, EntryKind
 
 def encode_conf(conf: ConfState) -> bytes:
     """Deterministic bytes for a configuration (sorted member lists)."""
-    return msgpack.packb({"v": sorted(conf.voters), "l": sorted(conf.learners)})
+    return bytes(msgpack.packb({"v": sorted(conf.voters), "l": sorted(conf.learners)}))
 
 
 def decode_conf(data: bytes) -> ConfState:

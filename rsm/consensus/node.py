@@ -23,7 +23,7 @@ compacted prefix.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -1032,8 +1032,8 @@ class Node:
         }
 
 
-def _evolve(msg: Message, **changes: object) -> Message:
-    return attrs.evolve(msg, **changes)  # type: ignore[misc]
+def _evolve(msg: Message, **changes: Any) -> Message:
+    return attrs.evolve(msg, **changes)
 
 
 __all__ = ["KNOWN_BUGS", "ConfState", "Node"]

@@ -27,7 +27,8 @@ from rsm.statemachine import MachineHost, MembershipView, StateMachine
 
 
 class SimMachine(Protocol):
-    applied: int
+    @property
+    def applied(self) -> int: ...
 
     def apply_entry(self, entry: Entry) -> bytes | None: ...
 
@@ -51,7 +52,7 @@ class KVMachine:
         return None
 
     def snapshot(self) -> bytes:
-        return msgpack.packb([self.applied, sorted(self.data.items())])
+        return bytes(msgpack.packb([self.applied, sorted(self.data.items())]))
 
     def restore(self, data: bytes) -> None:
         applied, items = msgpack.unpackb(data) if data else (0, [])
@@ -63,7 +64,7 @@ class KVMachine:
 
 
 def encode_put(key: str, value: int) -> bytes:
-    return msgpack.packb([key, value])
+    return bytes(msgpack.packb([key, value]))
 
 
 #: The replica's command envelope: 8 bytes of leader timestamp (ms), then the payload.

@@ -69,8 +69,8 @@ class SimReplica:
         self.incarnation += 1
         for _, waiter in self.proposals.values():
             waiter(0, False, None)
-        for waiter in list(self.reads.values()) + [w for _, w in self.ready_reads]:
-            waiter(None)
+        for read_waiter in list(self.reads.values()) + [w for _, w in self.ready_reads]:
+            read_waiter(None)
         self.proposals = {}
         self.reads = {}
         self.ready_reads = []
