@@ -16,7 +16,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import attrs
+
+from rsm.config import free_local_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,16 +155,7 @@ def median_result(results: Sequence[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (free when asked; bound soon after)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+free_ports = free_local_ports  # one port picker for the whole project (rsm.config)
 
 
 def child_env() -> dict[str, str]:
