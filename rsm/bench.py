@@ -23,17 +23,19 @@ import array
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from rsm.statemachine import StateMachine, command, query
+
+if TYPE_CHECKING:
+    from rsm.cli import ReplicaProcesses
 
 #: Warm-up before measuring, so connections, sessions and caches are in place.
 WARMUP_S = 1.0
@@ -116,42 +118,22 @@ def worker_main(argv: list[str]) -> int:
 
 
 # --------------------------------------------------------------------- cluster
-class LocalCluster:
-    """A throwaway cluster of BenchCounter replicas on 127.0.0.1."""
+def local_cluster(replicas: int) -> tuple[Path, ReplicaProcesses]:
+    """A throwaway cluster of BenchCounter replicas on 127.0.0.1 (not started)."""
+    from rsm.cli import ReplicaProcesses
+    from rsm.config import free_local_ports, render_config, write_secret
 
-    def __init__(self, replicas: int) -> None:
-        from rsm.config import free_local_ports, render_config, write_secret
-
-        self.root = Path(tempfile.mkdtemp(prefix="rsm-bench-"))
-        ports = free_local_ports(2 * replicas)
-        table = {
-            f"n{i + 1}": (f"127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}", f"data/n{i + 1}")
-            for i in range(replicas)
-        }
-        write_secret(self.root / "cluster.secret")
-        self.config = self.root / "cluster.toml"
-        self.config.write_text(render_config(cluster_id="bench", app="rsm.bench:BenchCounter",
-                                             secret_file="cluster.secret", replicas=table))
-        self.procs: list[subprocess.Popen[str]] = []
-        for node_id in table:
-            log = open(self.root / f"{node_id}.log", "w")
-            proc = subprocess.Popen([sys.executable, "-m", "rsm.replica", str(self.config), node_id],
-                                    stdout=subprocess.PIPE, stderr=log, text=True)
-            assert proc.stdout is not None
-            if "ready" not in proc.stdout.readline():
-                raise RuntimeError(f"replica {node_id} did not start; see {self.root / f'{node_id}.log'}")
-            self.procs.append(proc)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
+    root = Path(tempfile.mkdtemp(prefix="rsm-bench-"))
+    ports = free_local_ports(2 * replicas)
+    table = {
+        f"n{i + 1}": (f"127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}", f"data/n{i + 1}")
+        for i in range(replicas)
+    }
+    write_secret(root / "cluster.secret")
+    config = root / "cluster.toml"
+    config.write_text(render_config(cluster_id="bench", app="rsm.bench:BenchCounter",
+                                    secret_file="cluster.secret", replicas=table))
+    return config, ReplicaProcesses(config, list(table), root)
 
 
 # ----------------------------------------------------------------------- driver
@@ -183,9 +165,11 @@ def percentile(sorted_values: list[int], fraction: float) -> float:
 
 def run(options: BenchOptions, config: Path | None = None, on_progress: Any = None) -> dict[str, Any]:
     """Run the benchmark and return every figure (milliseconds for latencies)."""
-    cluster = LocalCluster(options.replicas) if config is None else None
-    config_path = cluster.config if cluster else config
-    assert config_path is not None
+    cluster = None
+    if config is None:
+        config, cluster = local_cluster(options.replicas)
+        cluster.start()
+    config_path = config
     outs = [Path(tempfile.mkstemp(prefix="rsm-bench-lat-")[1]) for _ in range(options.processes)]
     try:
         _wait_for_leader(config_path)

@@ -187,6 +187,8 @@ class ReplicaProcesses:
         for node_id in self.node_ids:
             child = self.children.get(node_id)
             if child is None or child.process.poll() is not None:
+                if child is not None:
+                    child.log_file.close()  # restarting a replica that exited (or was killed)
                 self.children[node_id] = self._spawn(node_id)
 
     def _spawn(self, node_id: str) -> _Child:

@@ -10,9 +10,6 @@ status is 0 only if every step did what it says.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from examples.kvstore.machine import KVStore
+from rsm.cli import ReplicaProcesses
 from rsm.client import Client
 from rsm.config import free_local_ports, render_config, write_secret
 from rsm.sim.demo import DemoFailed, expect
@@ -33,36 +31,6 @@ IDS = ["n1", "n2", "n3"]
 WAIT_S = 20.0
 
 
-
-
-class Processes:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.procs: dict[str, subprocess.Popen[str]] = {}
-
-    def start(self, node_id: str) -> None:
-        log = open(self.root / f"{node_id}.log", "a")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rsm.replica", str(self.root / "cluster.toml"), node_id],
-            stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if "ready" not in line:
-            raise DemoFailed(f"{node_id} did not start; see {self.root / f'{node_id}.log'}")
-        self.procs[node_id] = proc
-
-    def kill(self, node_id: str) -> None:
-        proc = self.procs.pop(node_id)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-
-    def stop_all(self) -> bool:
-        for proc in self.procs.values():
-            proc.send_signal(signal.SIGTERM)
-        clean = all(proc.wait(timeout=15) == 0 for proc in self.procs.values())
-        self.procs.clear()
-        return clean
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float = WAIT_S) -> object:
@@ -107,15 +75,14 @@ def show(client: Client) -> None:
     console.print(table)
 
 
-def scenario(root: Path, procs: Processes) -> None:
+def scenario(root: Path, procs: ReplicaProcesses) -> None:
     ports = free_local_ports(2 * len(IDS))
     replicas = {n: (f"127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}", f"data/{n}") for i, n in enumerate(IDS)}
     write_secret(root / "cluster.secret")
     (root / "cluster.toml").write_text(render_config(cluster_id="demo", app=APP, secret_file="cluster.secret",
                                                      replicas=replicas))
     console.print(f"[bold]1. Start 3 replicas[/bold] (cluster.toml in {root})")
-    for node_id in IDS:
-        procs.start(node_id)
+    procs.start()
     with Client.from_config(root / "cluster.toml") as client:
         kv = client.proxy(KVStore)
         leader = wait_until(lambda: agreed_leader(client, set(IDS)))
@@ -129,7 +96,7 @@ def scenario(root: Path, procs: Processes) -> None:
         show(client)
 
         console.print(f"[bold]3. SIGKILL the leader {leader}[/bold]")
-        procs.kill(str(leader))
+        procs.kill(str(leader))  # SIGKILL
         live = set(IDS) - {str(leader)}
         new_leader = wait_until(lambda: agreed_leader(client, live))
         expect(bool(new_leader) and new_leader != leader, f"a new leader took over: {new_leader}")
@@ -141,7 +108,7 @@ def scenario(root: Path, procs: Processes) -> None:
                "20 more puts acknowledged; nothing written before the kill was lost")
 
         console.print(f"[bold]5. Restart {leader}[/bold]")
-        procs.start(str(leader))
+        procs.start()  # starts again the one replica that is not running
 
         def caught_up() -> bool:
             views = statuses(client)
@@ -154,15 +121,15 @@ def scenario(root: Path, procs: Processes) -> None:
 def main() -> int:
     console.print("[bold]rsm demo[/bold]: a 3-replica key-value store in real processes on 127.0.0.1\n")
     root = Path(tempfile.mkdtemp(prefix="rsm-demo-"))
-    procs = Processes(root)
+    procs = ReplicaProcesses(root / "cluster.toml", IDS, root)
     try:
         scenario(root, procs)
     except (DemoFailed, Exception) as failure:  # any failure must make the exit status non-zero
         console.print(f"  [red]FAILED[/red] {type(failure).__name__}: {failure} (logs in {root})")
-        procs.stop_all()
+        procs.stop()
         return 1
     console.print("[bold]6. Stop everything (SIGTERM)[/bold]")
-    clean = procs.stop_all()
+    clean = all(code == 0 for code in procs.stop().values())
     try:
         expect(clean, "every replica shut down cleanly")
     except DemoFailed as failure:
