@@ -49,10 +49,10 @@ from rsm.config import ClusterConfig, format_address, load_app, load_config
 from rsm.consensus.membership import decode_conf
 from rsm.consensus.node import Node
 from rsm.consensus.ready import Ready
+from rsm.consensus.storage import ensure_commit_durable
 from rsm.consensus.types import (
     ConfState,
     EntryKind,
-    HardState,
     Message,
     ReadState,
     Role,
@@ -426,11 +426,7 @@ class Replica:
         applied = self.host.applied_index
         if applied - self.storage.snapshot_meta().index < self.settings.snapshot_every_entries:
             return
-        durable, _ = self.storage.initial_state()
-        if durable.commit < applied:
-            # The commit index is saved lazily (with entries); a snapshot must
-            # cover only entries the disk knows are committed.
-            self.storage.save(HardState(term=durable.term, vote=durable.vote, commit=applied), [])
+        ensure_commit_durable(self.storage, applied)
         meta = SnapshotMeta(index=applied, term=self.host.applied_term, conf=self.applied_conf)
         with self.storage.snapshot_writer(meta) as writer:
             self.host.snapshot(writer)  # type: ignore[arg-type]

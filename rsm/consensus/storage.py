@@ -92,3 +92,16 @@ class LogStore(Storage, Protocol):
 
     def compact(self, index: int) -> None:
         """Discard entries up to and including `index` (<= newest snapshot index)."""
+
+
+def ensure_commit_durable(store: LogStore, index: int) -> None:
+    """Make the durable commit index at least `index` (one synced write, if needed).
+
+    The core saves the commit index only along with entries (a commit-only
+    change costs no fsync), so before a driver snapshots its state machine at
+    applied index `index` it calls this: a snapshot must cover only entries the
+    disk knows are committed, and the stores check it.
+    """
+    durable, _ = store.initial_state()
+    if durable.commit < index:
+        store.save(HardState(term=durable.term, vote=durable.vote, commit=index), [])

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from rsm.consensus.membership import decode_conf
 from rsm.consensus.node import Node
 from rsm.consensus.ready import Ready
+from rsm.consensus.storage import ensure_commit_durable
 from rsm.consensus.types import (
     ConfState,
     EntryKind,
-    HardState,
     NodeId,
     ReadState,
     Role,
@@ -174,11 +174,7 @@ class SimReplica:
         applied = self.machine.applied
         if applied - self.storage.snapshot_meta().index < self.sim.snapshot_every:
             return
-        durable, _ = self.storage.initial_state()
-        if durable.commit < applied:
-            # The commit index is saved lazily (with entries); a snapshot must
-            # cover only entries the disk knows are committed.
-            self.storage.save(HardState(term=durable.term, vote=durable.vote, commit=applied), [])
+        ensure_commit_durable(self.storage, applied)
         meta = SnapshotMeta(index=applied, term=self.storage.term(applied), conf=self.applied_conf)
         self.storage.create_snapshot(meta, self.machine.snapshot())
         self.storage.compact(applied)

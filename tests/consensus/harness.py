@@ -114,12 +114,12 @@ class Cluster:
 
     def snapshot(self, node_id: str, data: bytes) -> None:
         """Snapshot `node_id` at its applied index and compact its log, as a driver would."""
-        from rsm.consensus import HardState, SnapshotMeta
+        from rsm.consensus import SnapshotMeta
+        from rsm.consensus.storage import ensure_commit_durable
 
         storage, node = self.storages[node_id], self.nodes[node_id]
         index = node.log.applied
-        durable, _ = storage.initial_state()
-        storage.save(HardState(term=durable.term, vote=durable.vote, commit=max(durable.commit, index)), [])
+        ensure_commit_durable(storage, index)
         storage.create_snapshot(SnapshotMeta(index=index, term=storage.term(index), conf=node.committed_conf), data)
         storage.compact(index)
 
