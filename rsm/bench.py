@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from rsm import aio
 from rsm.statemachine import StateMachine, command, query
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ async def _worker(config: str, in_flight: int, value_bytes: int, warmup_s: float
 
 def worker_main(argv: list[str]) -> int:
     config, in_flight, value_bytes, warmup_s, duration_s, out = argv
-    asyncio.run(_worker(config, int(in_flight), int(value_bytes), float(warmup_s), float(duration_s), out))
+    aio.run(_worker(config, int(in_flight), int(value_bytes), float(warmup_s), float(duration_s), out))
     return 0
 
 

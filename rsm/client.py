@@ -59,6 +59,7 @@ from typing import Any, Final, TypeVar
 
 import attrs
 
+from rsm import aio
 from rsm.config import Address, format_address, load_config, parse_address
 from rsm.errors import ConfigError, RsmError
 from rsm.net.connection import Connection, connect
@@ -75,16 +76,18 @@ from rsm.protocol import (
 )
 from rsm.sessions import SessionExpired, StaleSequence
 from rsm.statemachine import (
+    COMMAND,
     BadArguments,
     CallRejected,
     CommandError,
+    PreparedCall,
     StateMachine,
     UnknownMethod,
     decode_result,
-    encode_call,
     encode_close_session,
     encode_keepalive,
     encode_register_session,
+    prepare_call,
 )
 
 __all__ = [
@@ -525,13 +528,14 @@ class AsyncClient:
         comes back as `CommandError`; see the module docstring for the rest.
         """
         _check_consistency(consistency)
-        payload = encode_call(machine_cls, name, args, kwargs)
+        prepared = prepare_call(machine_cls, name, args, kwargs)
         self._check_open()
         deadline_s = self._now() + self.settings.timeout_s
-        what = f"{machine_cls.__qualname__}.{name}"
+        what = prepared.what
         async with self._call_slot(deadline_s, what):
-            if name in machine_cls.commands():
-                return await self._command(machine_cls, name, args, kwargs, deadline_s, what)
+            if prepared.kind == COMMAND:
+                return await self._command(prepared, deadline_s)
+            payload = prepared.payload()
             attempts = _Attempts(self, deadline_s, what)
             value = await self._roundtrip(lambda rid: Request(rid, "query", payload, consistency), attempts,
                                           reads=True)
@@ -588,13 +592,12 @@ class AsyncClient:
 
     # -- commands and sessions ---------------------------------------------------
 
-    async def _command(self, machine_cls: type[StateMachine], name: str, args: Sequence[Any],
-                       kwargs: Mapping[str, Any] | None, deadline_s: float, what: str) -> Any:
+    async def _command(self, prepared: PreparedCall, deadline_s: float) -> Any:
         """Send a command in a session until it is answered; return its result."""
+        what = prepared.what
         while True:
             session, seq = await self._take_seq(deadline_s, what)
-            payload = encode_call(machine_cls, name, args, kwargs, session_id=session.session_id,
-                                  seq=seq, ack=session.ack())
+            payload = prepared.payload(session.session_id, seq, session.ack())
             attempts = _Attempts(self, deadline_s, what)
             try:
                 value = await self._submit(payload, attempts)
@@ -929,6 +932,9 @@ class _CallSlot:
         self.timeout_s = timeout_s
 
     async def __aenter__(self) -> None:
+        if not self.semaphore.locked():
+            await self.semaphore.acquire()  # returns at once: no timer needed
+            return
         try:
             async with asyncio.timeout_at(self.deadline_s):
                 await self.semaphore.acquire()
@@ -1053,7 +1059,7 @@ class Client:
         # Built here so bad arguments raise in the caller's thread.
         self._async = AsyncClient(addresses, cluster_id=cluster_id, secret=secret, settings=settings,
                                   read_from=read_from, ssl_context=ssl_context)
-        self._loop = asyncio.new_event_loop()
+        self._loop = aio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="rsm.client loop", daemon=True)
         self._thread.start()
         self._closed = False

@@ -44,6 +44,7 @@ from typing import Any
 
 import msgpack
 
+from rsm import aio
 from rsm.codec import DecodeError, decode_message, encode_message
 from rsm.config import ClusterConfig, format_address, load_app, load_config
 from rsm.consensus.membership import decode_conf
@@ -319,16 +320,33 @@ class Replica:
             self._propose_submits()
         while node.has_ready():
             rd = node.ready()
-            for msg in rd.messages_now:
+            persist = rd.must_persist()
+            # Who waits on what decides the order. New entries go to the
+            # followers before our own fsync, so they write in parallel with
+            # us; a follower's acknowledgements go out before it applies, since
+            # the leader's commit waits on them. But a leader's messages that
+            # carry no new entries (commit notices, heartbeats) can wait until
+            # the clients whose commands just committed have their answers
+            # queued: no client waits on those messages. Sending any message
+            # later than the contract allows is always safe.
+            early = rd.messages_now if (persist or rd.role != Role.LEADER) else []
+            for msg in early:
                 self._send(msg)
-            if rd.messages_now and rd.must_persist():
-                # Let the transport put the leader's appends on the wire before
-                # this loop blocks in fsync: followers write in parallel with us.
+            if early and persist:
+                # Let the transport put the appends on the wire before this
+                # loop blocks in fsync.
                 await asyncio.sleep(0)
             self._persist(rd)
-            for msg in rd.messages:
-                self._send(msg)
+            if rd.role != Role.LEADER:
+                for msg in rd.messages:
+                    self._send(msg)
             self._apply(rd)
+            if rd.role == Role.LEADER:
+                if not early:
+                    for msg in rd.messages_now:
+                        self._send(msg)
+                for msg in rd.messages:
+                    self._send(msg)
             self._queue_reads(rd)
             self._note_role(rd)
             node.advance(rd)
@@ -530,13 +548,7 @@ def main(config_path: str, node_id: str) -> int:
     """Run one replica in the foreground until SIGTERM or Ctrl-C; return the exit status."""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {node_id} %(levelname)s %(name)s: %(message)s")
     try:
-        import uvloop
-
-        runner: Any = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    try:
-        return int(runner(_run(config_path, node_id)))
+        return int(aio.run(_run(config_path, node_id)))
     except RsmError as exc:
         print(f"rsm replica {node_id}: {exc}", file=sys.stderr)
         return 2

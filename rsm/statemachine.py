@@ -71,6 +71,7 @@ __all__ = [
     "MembershipView",
     "MethodSpec",
     "PayloadKind",
+    "PreparedCall",
     "QueryMutatedState",
     "SessionError",
     "SessionExpired",
@@ -90,6 +91,7 @@ __all__ = [
     "encode_register_session",
     "encode_value",
     "payload_kind",
+    "prepare_call",
     "query",
     "register",
     "registered_tag",
@@ -480,6 +482,20 @@ class MethodSpec:
     function: Callable[..., Any]
     #: The signature without `self`, for `encode_call` to bind arguments.
     signature: inspect.Signature
+    #: When every parameter is a plain positional-or-keyword one without a
+    #: default, how many there are: a call with exactly that many positional
+    #: arguments and no keywords binds without asking `inspect` (the hot path).
+    #: None otherwise.
+    plain_arity: int | None = None
+
+    def check_arguments(self, machine_cls: type, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """Raise `BadArguments` unless `args` and `kwargs` bind to the signature."""
+        if not kwargs and len(args) == self.plain_arity:
+            return
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise BadArguments(f"{machine_cls.__qualname__}.{self.name}{self.signature}: {exc}") from None
 
 
 def _build_tables(cls: type) -> tuple[dict[str, MethodSpec], dict[str, MethodSpec]]:
@@ -494,7 +510,8 @@ def _build_tables(cls: type) -> tuple[dict[str, MethodSpec], dict[str, MethodSpe
             continue
         if name in RESERVED_NAMES or name.startswith("_"):
             raise TypeError(f"{cls.__qualname__}.{name}: that name is reserved for the framework")
-        spec = MethodSpec(name, kind, attr, _signature_without_self(cls, name, attr))
+        signature = _signature_without_self(cls, name, attr)
+        spec = MethodSpec(name, kind, attr, signature, _plain_arity(signature))
         (commands if kind == COMMAND else queries)[name] = spec
     return commands, queries
 
@@ -505,6 +522,12 @@ def _signature_without_self(cls: type, name: str, func: Callable[..., Any]) -> i
     if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
         raise TypeError(f"{cls.__qualname__}.{name} must take self as its first parameter")
     return signature.replace(parameters=params[1:])
+
+
+def _plain_arity(signature: inspect.Signature) -> int | None:
+    params = signature.parameters.values()
+    plain = all(p.kind == p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params)
+    return len(signature.parameters) if plain else None
 
 
 # ==========================================================================
@@ -816,10 +839,7 @@ def encode_call(machine_cls: type[StateMachine], name: str, args: Sequence[Any] 
     if isinstance(args, str | bytes | bytearray) or not isinstance(args, Sequence):
         raise BadArguments(f"args must be a list or tuple of positional arguments, got {type(args).__name__}")
     kwargs = dict(kwargs or {})
-    try:
-        spec.signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise BadArguments(f"{machine_cls.__qualname__}.{name}{spec.signature}: {exc}") from None
+    spec.check_arguments(machine_cls, args, kwargs)
     if spec.kind == QUERY:
         if session_id is not None or seq is not None or ack:
             raise BadArguments(f"{name} is a query: queries take no session")
@@ -827,6 +847,62 @@ def encode_call(machine_cls: type[StateMachine], name: str, args: Sequence[Any] 
     else:
         obj = [ENVELOPE_VERSION, PayloadKind.COMMAND.value, name, list(args), kwargs, session_id, seq, ack]
     return _encode_checked(obj, settings, f"{machine_cls.__qualname__}.{name}", plain_call=True)
+
+
+#: The session fields of the placeholder command `prepare_call` encodes
+#: (session 1, seq 1, ack 0): three positive fixints, one byte each, at the end.
+_PLACEHOLDER_SESSION = (1, 1, 0)
+_FIXARRAY_8 = b"\x98"
+
+
+@attrs.frozen(slots=True)
+class PreparedCall:
+    """A call checked and encoded once, for sending in any session.
+
+    A client retries a command in a new session after an expiry, and sends
+    every command with its session's current `ack`: only those three fields
+    change between attempts, so the rest is encoded once (`head`, the
+    envelope's first five fields) and they are appended per attempt.
+    """
+
+    kind: str  # COMMAND or QUERY
+    head: bytes
+    what: str
+    call_bytes_max: int
+
+    def payload(self, session_id: int | None = None, seq: int | None = None, ack: int = 0) -> bytes:
+        """The payload to send: a query's, or a command's in this session."""
+        if self.kind == QUERY:
+            return b"\x95" + self.head
+        if session_id is None and seq is None and ack == 0:
+            tail = b"\xc0\xc0\x00"
+        else:
+            if not (_is_id(session_id) and _is_id(seq) and type(ack) is int and 0 <= ack < _INT_END):
+                raise BadArguments("session fields must be session_id >= 1, seq >= 1, ack >= 0 (or nil, nil, 0)")
+            tail = _packb(session_id) + _packb(seq) + _packb(ack)
+        data = _FIXARRAY_8 + self.head + tail
+        if len(data) > self.call_bytes_max:
+            raise CallTooLarge(f"{self.what}: {len(data)} bytes exceeds call_bytes_max={self.call_bytes_max}")
+        return data
+
+
+def prepare_call(machine_cls: type[StateMachine], name: str, args: Sequence[Any] = (),
+                 kwargs: Mapping[str, Any] | None = None, *,
+                 settings: MachineSettings = DEFAULT_SETTINGS) -> PreparedCall:
+    """Check and encode a call of `machine_cls.name(*args, **kwargs)` once.
+
+    Raises what `encode_call` raises, before anything is sent; a command's
+    session fields are added by `PreparedCall.payload`, which raises
+    `CallTooLarge` if they tip it over `call_bytes_max`.
+    """
+    what = f"{machine_cls.__qualname__}.{name}"
+    kind = _method_spec(machine_cls, name).kind
+    if kind == QUERY:
+        payload = encode_call(machine_cls, name, args, kwargs, settings=settings)
+        return PreparedCall(kind, payload[1:], what, settings.call_bytes_max)
+    payload = encode_call(machine_cls, name, args, kwargs, session_id=_PLACEHOLDER_SESSION[0],
+                          seq=_PLACEHOLDER_SESSION[1], ack=_PLACEHOLDER_SESSION[2], settings=settings)
+    return PreparedCall(kind, payload[1:-3], what, settings.call_bytes_max)
 
 
 _SCALARS = (str, bytes, float, bool, type(None))

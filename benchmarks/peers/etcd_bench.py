@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rsm import aio
+
 from .common import (
     CALL_TIMEOUT_S,
     POLL_INTERVAL_S,
@@ -216,7 +218,7 @@ def run_etcd(workload: Workload, timing: Timing, *, parent_dir: str | None = Non
     with scratch_dir(parent_dir, "rsm-bench-peers-etcd-") as root, Children(signal.SIGKILL) as children:
         ports = _start(root, children)
         try:
-            return asyncio.run(_drive(ports, children, workload, timing))
+            return aio.run(_drive(ports, children, workload, timing))
         except Exception as exc:  # any failure: add the members' logs
             logs = "\n".join(f"--- m{i + 1}\n{log_tail(root / f'm{i + 1}.log')}" for i in range(MEMBERS))
             raise BenchError(f"etcd {workload.name}: {exc!r}\n{logs}") from exc

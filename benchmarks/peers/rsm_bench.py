@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rsm import aio
 from rsm.config import render_config, write_secret
 from rsm.net.connection import Connection, connect
 from rsm.protocol import Code, Request, decode_response, encode_request
@@ -157,7 +158,7 @@ def run_rsm(workload: Workload, timing: Timing, *, parent_dir: str | None = None
         cluster = _Cluster(root, children)
         cluster.start()
         try:
-            return asyncio.run(_drive(cluster, workload, timing))
+            return aio.run(_drive(cluster, workload, timing))
         except Exception as exc:  # any failure: add the replicas' logs
             logs = "\n".join(f"--- {n}\n{log_tail(root / f'{n}.log')}" for n in cluster.ids)
             raise BenchError(f"rsm {workload.name}: {exc!r}\n{logs}") from exc

@@ -33,6 +33,7 @@ from rsm.statemachine import (
     encode_register_session,
     encode_value,
     payload_kind,
+    prepare_call,
     query,
     register,
 )
@@ -317,3 +318,66 @@ def test_no_inspect_on_the_hot_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(inspect, "signature", forbidden)
     monkeypatch.setattr(inspect.Signature, "bind", forbidden)
     assert 1 == decode_result(host.apply(1, 1, 1, payload))
+
+
+# -- prepare_call: checked and encoded once, session fields added per attempt ----
+
+
+@pytest.mark.parametrize("session", [(None, None, 0), (1, 1, 0), (7, 300, 299), (2**40, 2**33, 2**20), (2**62, 2**62 + 5, 2**62)])
+def test_prepared_command_payload_is_what_encode_call_gives(session: tuple[Any, Any, int]) -> None:
+    session_id, seq, ack = session
+    prepared = prepare_call(Counter, "increment", [b"abc"])
+    assert prepared.payload(session_id, seq, ack) == encode_call(Counter, "increment", [b"abc"], session_id=session_id,
+                                                                 seq=seq, ack=ack)
+    assert decode_call(prepared.payload(session_id, seq, ack)).seq == seq
+
+
+def test_prepared_query_payload_is_what_encode_call_gives() -> None:
+    prepared = prepare_call(Counter, "get")
+    assert prepared.kind == "query"
+    assert prepared.payload() == encode_call(Counter, "get")
+
+
+def test_prepare_call_checks_like_encode_call() -> None:
+    with pytest.raises(UnknownMethod):
+        prepare_call(Counter, "nope")
+    with pytest.raises(BadArguments):
+        prepare_call(Counter, "increment", [1, 2, 3])
+    with pytest.raises(UnencodableValue):
+        prepare_call(Counter, "increment", [{1, 2}])
+    with pytest.raises(BadArguments):
+        prepare_call(Counter, "increment", [1]).payload(0, 1, 0)
+
+
+def test_prepared_payload_over_the_limit_only_with_big_session_fields() -> None:
+    small = prepare_call(Counter, "increment", [b""])
+    base = len(small.payload(1, 1, 0))
+    settings = MachineSettings(call_bytes_max=base)
+    prepared = prepare_call(Counter, "increment", [b""], settings=settings)
+    assert len(prepared.payload(1, 1, 0)) == settings.call_bytes_max  # exactly at the limit
+    with pytest.raises(CallTooLarge):
+        prepared.payload(2**40, 1, 0)  # 8 more bytes of session id
+
+
+def test_plain_arity_skips_inspect_only_for_plain_signatures() -> None:
+    spec = Counter._rsm_commands["increment"]
+    assert spec.plain_arity is None  # `by` has a default: inspect decides
+    with pytest.raises(BadArguments):
+        spec.check_arguments(Counter, [1, 2, 3], {})
+
+    class Plain(StateMachine):
+        @command
+        def put(self, key: str, value: bytes) -> None:
+            pass
+
+        @command
+        def flexible(self, key: str, value: bytes = b"") -> None:
+            pass
+
+    assert Plain._rsm_commands["put"].plain_arity == 2
+    assert Plain._rsm_commands["flexible"].plain_arity is None
+    Plain._rsm_commands["put"].check_arguments(Plain, ["k", b"v"], {})
+    with pytest.raises(BadArguments):
+        Plain._rsm_commands["put"].check_arguments(Plain, ["k"], {})
+    with pytest.raises(BadArguments):
+        Plain._rsm_commands["put"].check_arguments(Plain, ["k", b"v"], {"value": b"w"})
