@@ -299,17 +299,18 @@ class _Link:
 
     async def _read(self) -> None:
         try:
-            async for frame in self.conn:
-                try:
-                    response = decode_response(frame)
-                except ProtocolError as exc:
-                    log.warning("%s sent a malformed response, closing the connection: %s", self.node_id, exc)
-                    self.conn.abort("malformed")
-                    break
-                self.stats.responses_received += 1
-                future = self.pending.pop(response.request_id, None)
-                if future is not None and not future.done():
-                    future.set_result(response)
+            while frames := await self.conn.recv_batch():
+                for frame in frames:
+                    try:
+                        response = decode_response(frame)
+                    except ProtocolError as exc:
+                        log.warning("%s sent a malformed response, closing the connection: %s", self.node_id, exc)
+                        self.conn.abort("malformed")
+                        return
+                    self.stats.responses_received += 1
+                    future = self.pending.pop(response.request_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(response)
         finally:
             # Also after a clean EOF, which leaves the connection's close_reason unset.
             self.ended = True

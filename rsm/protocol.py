@@ -114,6 +114,11 @@ def encode_response(response: Response) -> bytes:
     return bytes(_packer.pack([response.request_id, int(response.code), response.value]))
 
 
+def encode_ok(request_id: int, value: Any) -> bytes:
+    """`encode_response(Response(request_id, Code.OK, value))`, without the object."""
+    return bytes(_packer.pack([request_id, 0, value]))
+
+
 def decode_response(frame: bytes) -> Response:
     obj = _unpack(frame)
     if not isinstance(obj, list) or len(obj) != 3:

@@ -64,7 +64,15 @@ from rsm.lmdb_machine import LMDBStateMachine
 from rsm.net import ClientServer, PeerTransport
 from rsm.net.connection import Connection
 from rsm.net.errors import TransportError
-from rsm.protocol import Code, ProtocolError, Request, Response, decode_request, encode_response
+from rsm.protocol import (
+    Code,
+    ProtocolError,
+    Request,
+    Response,
+    decode_request,
+    encode_ok,
+    encode_response,
+)
 from rsm.statemachine import MachineHost, MembershipView, StateMachine
 from rsm.storage import DiskStorage, open_store
 
@@ -104,6 +112,7 @@ class Replica:
         self._peer_digests: dict[tuple[str, int], str] = {}
         self._last_role: tuple[Role, int, str | None] | None = None
         self._submits: list[tuple[Connection, int, bytes]] = []
+        self._now_ms = 0  # the wall clock when the current batch of client requests was read
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -226,14 +235,16 @@ class Replica:
         self._wake.set()
 
     async def _serve_client(self, conn: Connection) -> None:
-        async for frame in conn:
-            try:
-                request = decode_request(frame)
-            except ProtocolError as exc:
-                self.counters["client_frames_malformed"] += 1
-                self._reply(conn, 0, Code.BAD_REQUEST, str(exc))
-                continue
-            self._handle(conn, request)
+        while frames := await conn.recv_batch():
+            self._now_ms = _now_ms()  # one clock reading per batch of requests
+            for frame in frames:
+                try:
+                    request = decode_request(frame)
+                except ProtocolError as exc:
+                    self.counters["client_frames_malformed"] += 1
+                    self._reply(conn, 0, Code.BAD_REQUEST, str(exc))
+                    continue
+                self._handle(conn, request)
             self._wake.set()
 
     def _handle(self, conn: Connection, request: Request) -> None:
@@ -263,7 +274,7 @@ class Replica:
             return
         # Proposed together with everything else that arrives in this loop turn
         # (one propose_batch call), just before the driver takes the next batch.
-        self._submits.append((conn, rid, ENTRY_HEADER.pack(_now_ms()) + payload))
+        self._submits.append((conn, rid, ENTRY_HEADER.pack(self._now_ms) + payload))
 
     def _propose_submits(self) -> None:
         submits, self._submits = self._submits, []
@@ -306,6 +317,13 @@ class Replica:
             conn.send(encode_response(Response(rid, code, value)))
         except TransportError:
             self.counters["replies_lost"] += 1  # the client went away; it will retry
+
+    def _reply_ok(self, conn: Connection, rid: int, result: bytes | None) -> None:
+        """`_reply` with Code.OK, without building a `Response` (the hot path)."""
+        try:
+            conn.send(encode_ok(rid, result))
+        except TransportError:
+            self.counters["replies_lost"] += 1
 
     # -------------------------------------------------------------------- driver
     async def _driver(self) -> None:
@@ -409,7 +427,7 @@ class Replica:
                 continue
             conn, rid, proposed_term = waiter
             if term == proposed_term:
-                self._reply(conn, rid, Code.OK, result)
+                self._reply_ok(conn, rid, result)
             else:
                 self._reply(conn, rid, Code.UNAVAILABLE, "leadership changed before the command committed; retry")
 

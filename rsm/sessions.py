@@ -150,9 +150,15 @@ class Session:
         """Drop results below `seq` and raise the watermark to it."""
         if seq <= self.low:
             return
-        self.low = seq
-        for old in [s for s in self.results if s < seq]:
-            del self.results[old]
+        low, self.low = self.low, seq
+        results = self.results
+        if seq - low <= len(results):
+            # Each seq is passed over once as the watermark rises: O(1) per command.
+            for old in range(low, seq):
+                results.pop(old, None)
+        else:  # a big jump: cheaper to look at what is there
+            for old in [s for s in results if s < seq]:
+                del results[old]
 
     def as_list(self) -> list[Any]:
         """Canonical plain-data form: results sorted by seq."""

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from rsm.errors import ConfigError, InvariantViolation
 from rsm.sessions import (
+    Session,
     SessionExpired,
     SessionSettings,
     SessionTable,
@@ -279,3 +280,20 @@ def test_decode_rejects_garbage() -> None:
     for bad in (b"", b"\x93\x02\x00\x90", b"\x93\x01\x00\x91\x01", b"\x93\x01\xff\x90"):
         with pytest.raises(ValueError):
             SessionTable.decode(bad)
+
+
+@given(st.lists(st.integers(min_value=1, max_value=400), max_size=60),
+       st.lists(st.integers(min_value=0, max_value=500), max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_forget_below_keeps_exactly_the_results_at_or_above_the_watermark(seqs: list[int], lows: list[int]) -> None:
+    session = Session(last_index=0, last_ms=0, low=1)
+    for seq in seqs:
+        session.results.setdefault(seq, b"r")
+    expected = dict(session.results)
+    low = 1
+    for new_low in lows:
+        session.forget_below(new_low)
+        low = max(low, new_low)
+        expected = {s: r for s, r in expected.items() if s >= low}
+        assert session.low == low
+        assert session.results == expected
