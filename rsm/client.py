@@ -748,15 +748,25 @@ class AsyncClient:
         `attempt_timeout_s`. Connection-level failures raise `_NodeFailed`;
         authentication failures propagate."""
         timeout_s = min(self.settings.attempt_timeout_s, attempts.remaining_s())
-        link: _Link | None = None
+        loop = asyncio.get_running_loop()
+        deadline_s = loop.time() + timeout_s
+        link: _Link | None = self._links.get(node_id)
         try:
-            async with asyncio.timeout(timeout_s):
-                link = await self._link(node_id)
-                future = link.send(request)
-                attempts.sent += 1
-                if request.kind == "submit":
-                    attempts.maybe_landed += 1
+            if link is None or not link.is_open:
+                link = None
+                async with asyncio.timeout_at(deadline_s):
+                    link = await self._link(node_id)
+            future = link.send(request)
+            attempts.sent += 1
+            if request.kind == "submit":
+                attempts.maybe_landed += 1
+            # One timer per request rather than an asyncio.timeout: this is
+            # the hot path, and the future is all there is to time out.
+            timer = loop.call_at(deadline_s, _time_out, future)
+            try:
                 return await future
+            finally:
+                timer.cancel()
         except TimeoutError:
             self.stats.attempt_timeouts += 1
             if timeout_s < self.settings.attempt_timeout_s:
@@ -945,6 +955,11 @@ class _CallSlot:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.semaphore.release()
+
+
+def _time_out(future: asyncio.Future[Response]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _describe(exc: BaseException) -> str:
