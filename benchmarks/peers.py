@@ -75,6 +75,8 @@ class System:
 SYSTEMS = {
     "rsm": System("rsm", rsm_bench.DURABILITY, rsm_bench.describe, lambda: dist_version("rsm"),
                   lambda w, t, d: rsm_bench.run_rsm(w, t, parent_dir=d)),
+    "rsm_client": System("rsm_client", rsm_bench.DURABILITY, rsm_bench.describe_client, lambda: dist_version("rsm"),
+                         lambda w, t, d: rsm_bench.run_rsm_client(w, t, parent_dir=d)),
     "pysyncobj": System("pysyncobj", pysyncobj_bench.DURABILITY, lambda: pysyncobj_bench.describe(True),
                         pysyncobj_bench.version,
                         lambda w, t, d: pysyncobj_bench.run_pysyncobj(w, t, batch=True, parent_dir=d)),
@@ -124,7 +126,7 @@ def render(results: dict[str, dict[str, Any]], workloads: list[Workload], system
                 table.add_row(workload.name, system.name, system.durability, f"[yellow]{note}[/yellow]",
                               "", "", "", "", "")
                 continue
-            ratios = ["", "", ""] if system.name == "rsm" else [
+            ratios = ["", "", ""] if system.name.startswith("rsm") else [
                 ratio(rsm_figures, figures, key) for key in FIGURES]
             table.add_row(workload.name, system.name, system.durability,
                           f"{figures['throughput_per_s']:,.0f}", f"{figures['p50_ms']:.2f}",

@@ -23,6 +23,7 @@ import array
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,9 @@ class BenchOptions:
     value_bytes: int = 10
     duration_s: float = 10.0
     replicas: int = 3
+    warmup_s: float = WARMUP_S
+    #: Where a local cluster keeps its data (default: the temp directory).
+    data_dir: str | None = None
 
 
 # ----------------------------------------------------------------------- worker
@@ -86,13 +90,15 @@ async def _worker(config: str, in_flight: int, value_bytes: int, warmup_s: float
         stop_at = measure_from + duration_s
         done = 0
 
-        async def loop() -> None:
+        async def loop() -> int:
             nonlocal done
+            answered = 0
             while True:
                 sent = time.perf_counter()
                 if sent >= stop_at:
-                    return
+                    return answered
                 await counter.add(payload)
+                answered += 1
                 now = time.perf_counter()
                 if now >= measure_from and sent >= measure_from:
                     latencies_us.append(int((now - sent) * 1e6))
@@ -104,8 +110,9 @@ async def _worker(config: str, in_flight: int, value_bytes: int, warmup_s: float
                 print(f"done {done}", flush=True)
 
         reporter = asyncio.get_running_loop().create_task(progress())
-        await asyncio.gather(*(loop() for _ in range(in_flight)))
+        totals = await asyncio.gather(*(loop() for _ in range(in_flight)))
         reporter.cancel()
+        print(f"total {sum(totals)}", flush=True)  # every answered add, warm-up included
     finally:
         await client.aclose()
     with open(out, "wb") as f:
@@ -119,12 +126,12 @@ def worker_main(argv: list[str]) -> int:
 
 
 # --------------------------------------------------------------------- cluster
-def local_cluster(replicas: int) -> tuple[Path, ReplicaProcesses]:
+def local_cluster(replicas: int, parent_dir: str | None = None) -> tuple[Path, ReplicaProcesses]:
     """A throwaway cluster of BenchCounter replicas on 127.0.0.1 (not started)."""
     from rsm.cli import ReplicaProcesses
     from rsm.config import free_local_ports, render_config, write_secret
 
-    root = Path(tempfile.mkdtemp(prefix="rsm-bench-"))
+    root = Path(tempfile.mkdtemp(prefix="rsm-bench-", dir=parent_dir))
     ports = free_local_ports(2 * replicas)
     table = {
         f"n{i + 1}": (f"127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}", f"data/n{i + 1}")
@@ -143,6 +150,14 @@ def _statuses(config: Path) -> dict[str, dict[str, Any]]:
 
     with Client.from_config(config) as client:
         return {k: v for k, v in client.status_all().items() if isinstance(v, dict)}
+
+
+def _count(config: Path) -> int:
+    """BenchCounter's count, read linearizably."""
+    from rsm.client import Client
+
+    with Client.from_config(config) as client:
+        return int(client.call(BenchCounter, "get"))
 
 
 def _wait_for_leader(config: Path) -> None:
@@ -168,29 +183,36 @@ def run(options: BenchOptions, config: Path | None = None, on_progress: Any = No
     """Run the benchmark and return every figure (milliseconds for latencies)."""
     cluster = None
     if config is None:
-        config, cluster = local_cluster(options.replicas)
+        config, cluster = local_cluster(options.replicas, options.data_dir)
         cluster.start()
     config_path = config
     outs = [Path(tempfile.mkstemp(prefix="rsm-bench-lat-")[1]) for _ in range(options.processes)]
     try:
         _wait_for_leader(config_path)
+        count_before = _count(config_path)
         before = _statuses(config_path)
         workers = [
             subprocess.Popen(
                 [sys.executable, "-m", "rsm.bench", "--worker", str(config_path), str(options.in_flight),
-                 str(options.value_bytes), str(WARMUP_S), str(options.duration_s), str(out)],
+                 str(options.value_bytes), str(options.warmup_s), str(options.duration_s), str(out)],
                 stdout=subprocess.PIPE, text=True,
             )
             for out in outs
         ]
-        _follow(workers, options, on_progress)
+        answered = _follow(workers, options, on_progress)
         codes = [w.wait() for w in workers]
         if any(codes):
             raise RuntimeError(f"a client process failed (exit {codes})")
         after = _statuses(config_path)
+        applied = _count(config_path) - count_before
+        if applied != answered:
+            raise RuntimeError(f"the counter grew by {applied} but {answered} adds were answered: "
+                               "a command was lost or applied twice")
     finally:
         if cluster:
             cluster.stop()
+            if not os.environ.get("RSM_BENCH_KEEP"):
+                shutil.rmtree(config_path.parent, ignore_errors=True)
     latencies: list[int] = []
     for out in outs:
         values = array.array("Q")
@@ -201,8 +223,9 @@ def run(options: BenchOptions, config: Path | None = None, on_progress: Any = No
     return _report(options, latencies, before, after)
 
 
-def _follow(workers: list[subprocess.Popen[str]], options: BenchOptions, on_progress: Any) -> None:
-    """Read the workers' progress lines until they all finish."""
+def _follow(workers: list[subprocess.Popen[str]], options: BenchOptions, on_progress: Any) -> int:
+    """Read the workers' progress lines until they all finish; return how
+    many commands they had answered in all."""
     import selectors
 
     sel = selectors.DefaultSelector()
@@ -211,6 +234,7 @@ def _follow(workers: list[subprocess.Popen[str]], options: BenchOptions, on_prog
         assert w.stdout is not None
         sel.register(w.stdout, selectors.EVENT_READ, w)
     open_ = len(workers)
+    answered = 0
     while open_:
         for key, _ in sel.select(timeout=1.0):
             line = key.fileobj.readline()  # type: ignore[union-attr]
@@ -221,6 +245,9 @@ def _follow(workers: list[subprocess.Popen[str]], options: BenchOptions, on_prog
                 done[id(key.data)] = int(line.split()[1])
                 if on_progress:
                     on_progress(sum(done.values()))
+            elif line.startswith("total "):
+                answered += int(line.split()[1])
+    return answered
 
 
 def _report(options: BenchOptions, latencies: list[int], before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -234,11 +261,14 @@ def _report(options: BenchOptions, latencies: list[int], before: dict[str, Any],
             return int(c1.get(name, 0)) - int(c0.get(name, 0))
 
         cpu = float(view.get("cpu_s", 0.0)) - float(old.get("cpu_s", 0.0))
+        # The CPU was spent on every command applied between the two status
+        # readings, warm-up included, so that is the count to divide by.
+        applied = delta("applied") or count
         replicas[node_id] = {
             "role": view["role"],
             "commands_per_fsync": round(delta("entries_persisted") / max(1, delta("fsyncs")), 1),
             "entries_per_append": round(delta("entries_sent") / delta("appends_sent"), 1) if delta("appends_sent") else None,
-            "cpu_s_per_1000_commands": round(1000 * cpu / max(1, count), 4),
+            "cpu_s_per_1000_commands": round(1000 * cpu / max(1, applied), 4),
             "rss_mib": round(view.get("rss_bytes", 0) / 2**20, 1),
             "rss_mib_at_start": round(old.get("rss_bytes", 0) / 2**20, 1),
         }

@@ -148,10 +148,6 @@ async def _drive(cluster: _Cluster, workload: Workload, timing: Timing) -> dict[
             await conn.close()
 
 
-# ---------------------------------------------------------------------------
-# THE LEAD WIRES THIS TO `rsm bench --json` once that command exists: keep the
-# signature and the returned keys ({"throughput_per_s", "p50_ms", "p99_ms"}).
-# ---------------------------------------------------------------------------
 def run_rsm(workload: Workload, timing: Timing, *, parent_dir: str | None = None) -> dict[str, float]:
     """One measurement on a fresh 3-replica rsm cluster."""
     with scratch_dir(parent_dir, "rsm-bench-peers-rsm-") as root, Children() as children:
@@ -162,3 +158,20 @@ def run_rsm(workload: Workload, timing: Timing, *, parent_dir: str | None = None
         except Exception as exc:  # any failure: add the replicas' logs
             logs = "\n".join(f"--- {n}\n{log_tail(root / f'{n}.log')}" for n in cluster.ids)
             raise BenchError(f"rsm {workload.name}: {exc!r}\n{logs}") from exc
+
+
+def describe_client() -> str:
+    return (f"{DURABILITY} (one synced LMDB transaction); default settings; load: `rsm bench`, one client "
+            "process, the real AsyncClient (sessions, exactly-once retries)")
+
+
+def run_rsm_client(workload: Workload, timing: Timing, *, parent_dir: str | None = None) -> dict[str, float]:
+    """One measurement through `rsm bench` (its own fresh cluster): what an
+    application sees, sessions and all, rather than the raw protocol."""
+    from rsm.bench import BenchOptions, run
+
+    result = run(BenchOptions(processes=1, in_flight=workload.in_flight, value_bytes=workload.payload_bytes,
+                              duration_s=timing.measure_s, warmup_s=timing.warmup_s, data_dir=parent_dir))
+    if not result["commands"]:
+        raise BenchError(f"rsm_client {workload.name}: no command completed")
+    return {name: float(result[name]) for name in ("throughput_per_s", "p50_ms", "p99_ms")}

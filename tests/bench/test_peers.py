@@ -63,6 +63,13 @@ def test_rsm_smoke(tmp_path: Path) -> None:
     assert_figures(result, ["rsm"], ["10B@1", "1KB@256"])
 
 
+def test_rsm_client_smoke(tmp_path: Path) -> None:
+    code, result, stderr = run_bench("--systems", "rsm_client", "--workloads", "10B@1,10B@256", dir=tmp_path)
+    assert 0 == code, stderr
+    assert_figures(result, ["rsm_client"], ["10B@1", "10B@256"])
+    assert [] == list(tmp_path.iterdir()), "rsm bench left its cluster directory behind"
+
+
 @needs_pysyncobj
 def test_pysyncobj_smoke(tmp_path: Path) -> None:
     # 1 in flight takes the synchronous-call path, 256 the callback path.
@@ -84,7 +91,8 @@ def test_etcd_smoke(tmp_path: Path) -> None:
 def test_every_system_and_workload(tmp_path: Path) -> None:
     code, result, stderr = run_bench(dir=tmp_path)
     assert 0 == code, stderr
-    assert_figures(result, ["rsm", "pysyncobj", "pysyncobj_nobatch", "etcd"], ["10B@1", "10B@256", "1KB@1", "1KB@256"])
+    assert_figures(result, ["rsm", "rsm_client", "pysyncobj", "pysyncobj_nobatch", "etcd"],
+                   ["10B@1", "10B@256", "1KB@1", "1KB@256"])
 
 
 def test_a_missing_system_maps_to_skipped(tmp_path: Path) -> None:
