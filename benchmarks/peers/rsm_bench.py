@@ -131,14 +131,18 @@ async def _drive(cluster: _Cluster, workload: Workload, timing: Timing) -> dict[
             send()
         while sent_s:
             timeout_s = CALL_TIMEOUT_S if recorder.running() else timing.drain_timeout_s
-            frame = await asyncio.wait_for(load.recv(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                frames = await load.recv_batch()  # every answer that has arrived
+            if not frames:
+                raise BenchError("rsm closed the connection")
             done_s = time.perf_counter()
-            response = decode_response(frame)
-            if response.code != Code.OK:
-                raise BenchError(f"rsm answered {response.code.name}: {response.value!r}")
-            recorder.record(sent_s.pop(response.request_id), done_s)
-            if recorder.running(done_s):
-                send()
+            for frame in frames:
+                response = decode_response(frame)
+                if response.code != Code.OK:
+                    raise BenchError(f"rsm answered {response.code.name}: {response.value!r}")
+                recorder.record(sent_s.pop(response.request_id), done_s)
+                if recorder.running(done_s):
+                    send()
         count = decode_result(await _call(conns[leader], Request(next_id + 1, "query", encode_call(BenchCounter, "get"))))
         if count != recorder.completed:
             raise BenchError(f"rsm: counter is {count} after {recorder.completed} answered increments")
