@@ -82,6 +82,11 @@ def encode_request(request: Request) -> bytes:
     return bytes(_packer.pack([request.request_id, request.kind]))
 
 
+def encode_submit(request_id: int, payload: bytes) -> bytes:
+    """`encode_request(Request(request_id, "submit", payload))`, without the object."""
+    return bytes(_packer.pack([request_id, "submit", payload]))
+
+
 def _unpack(frame: bytes) -> Any:
     try:
         return msgpack.unpackb(frame, raw=False, strict_map_key=True, max_ext_len=0)
@@ -123,8 +128,10 @@ def decode_response(frame: bytes) -> Response:
     obj = _unpack(frame)
     if not isinstance(obj, list) or len(obj) != 3:
         raise ProtocolError("a response is an array [id, code, value]")
-    try:
-        code = Code(obj[1])
-    except ValueError as exc:
-        raise ProtocolError(f"unknown response code {obj[1]!r}") from exc
+    code = _CODES.get(obj[1]) if type(obj[1]) is int else None  # a dict lookup: Code(x) is slow
+    if code is None:
+        raise ProtocolError(f"unknown response code {obj[1]!r}")
     return Response(_request_id(obj[0]), code, obj[2])
+
+
+_CODES = {int(code): code for code in Code}

@@ -26,7 +26,7 @@ from typing import Any
 from rsm import aio
 from rsm.config import render_config, write_secret
 from rsm.net.connection import Connection, connect
-from rsm.protocol import Code, Request, decode_response, encode_request
+from rsm.protocol import Code, Request, decode_response, encode_request, encode_submit
 from rsm.statemachine import decode_result, encode_call
 
 from .common import (
@@ -124,7 +124,7 @@ async def _drive(cluster: _Cluster, workload: Workload, timing: Timing) -> dict[
             nonlocal next_id
             next_id += 1
             sent_s[next_id] = time.perf_counter()
-            load.send(encode_request(Request(next_id, "submit", payload)))
+            load.send(encode_submit(next_id, payload))
 
         recorder = Recorder(timing)
         for _ in range(workload.in_flight):
