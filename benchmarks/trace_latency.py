@@ -84,7 +84,8 @@ def _replica_main(config: str, node_id: str, out_dir: str) -> int:
     return replica.main(config, node_id)
 
 
-async def _drive(ports: list[int], secret: bytes, commands: int) -> tuple[str, list[tuple[int, int]]]:
+async def _drive(ports: list[int], secret: bytes, commands: int,
+                 in_flight: int) -> tuple[str, list[tuple[int, int]]]:
     from rsm.bench import BenchCounter
     from rsm.net.connection import connect
     from rsm.protocol import Code, Request, decode_response, encode_request
@@ -102,14 +103,28 @@ async def _drive(ports: list[int], secret: bytes, commands: int) -> tuple[str, l
         await asyncio.sleep(0.05)
     conn = await connect(("127.0.0.1", ports[leader]), cluster_id="trace", secret=secret)
     payload = encode_call(BenchCounter, "add", [b"x" * 10])
+    sent: dict[int, int] = {}
     marks = []
-    for k in range(commands):
-        start = time.monotonic_ns()
-        conn.send(encode_request(Request(k + 10, "submit", payload)))
-        response = decode_response(await conn.recv())
-        marks.append((start, time.monotonic_ns()))
-        if response.code != Code.OK:
-            raise SystemExit(f"command {k} answered {response}")
+    next_id = 10
+
+    def send() -> None:
+        nonlocal next_id
+        next_id += 1
+        sent[next_id] = time.monotonic_ns()
+        conn.send(encode_request(Request(next_id, "submit", payload)))
+
+    for _ in range(min(in_flight, commands)):
+        send()
+    while sent:
+        frames = await conn.recv_batch()
+        now = time.monotonic_ns()
+        for frame in frames:
+            response = decode_response(frame)
+            if response.code != Code.OK:
+                raise SystemExit(f"command {response.request_id} answered {response}")
+            marks.append((sent.pop(response.request_id), now))
+            if next_id - 10 < commands:
+                send()
     await conn.close()
     return f"n{leader + 1}", marks
 
@@ -181,6 +196,8 @@ def main() -> int:
         return _replica_main(*sys.argv[2:5])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--commands", type=int, default=3000)
+    parser.add_argument("--in-flight", type=int, default=1,
+                        help="commands outstanding at once (the stages are clearest at 1)")
     parser.add_argument("--warmup", type=int, default=300, help="first commands left out of the figures")
     parser.add_argument("--timeline", action="store_true", help="print the events around the median command")
     parser.add_argument("--dir", default=None, help="where the cluster keeps its data (default: a temp dir)")
@@ -212,7 +229,7 @@ def main() -> int:
             if "ready" not in proc.stdout.readline().decode(errors="replace"):
                 raise SystemExit(f"a replica did not start; see {root}")
         secret = (root / "cluster.secret").read_bytes().strip()
-        leader, marks = aio.run(_drive([ports[2 * i + 1] for i in range(3)], secret, args.commands))
+        leader, marks = aio.run(_drive([ports[2 * i + 1] for i in range(3)], secret, args.commands, args.in_flight))
     finally:
         for proc in procs:
             proc.terminate()
@@ -221,7 +238,8 @@ def main() -> int:
     events = {node: [tuple(e) for e in json.loads((trace / f"{node}.json").read_text())] for node in table}
     marks = marks[args.warmup:]
     stages = _stages(leader, events, marks)  # type: ignore[arg-type]
-    print(f"{len(marks)} commands at 1 in flight, leader {leader}; median of each stage (microseconds):")
+    print(f"{len(marks)} commands at {args.in_flight} in flight, leader {leader}; "
+          "median of each stage (microseconds):")
     for name, values in stages.items():
         print(f"  {name:34} {statistics.median(values):8.1f}   (found for {len(values)})")
     if args.timeline:

@@ -46,7 +46,7 @@ import msgpack
 
 from rsm import aio
 from rsm.codec import DecodeError, decode_message, encode_message
-from rsm.config import ClusterConfig, format_address, load_app, load_config
+from rsm.config import ClusterConfig, apply_cpu_scheduling, format_address, load_app, load_config
 from rsm.consensus.membership import decode_conf
 from rsm.consensus.node import Node
 from rsm.consensus.ready import Ready
@@ -112,6 +112,8 @@ class Replica:
         self._peer_digests: dict[tuple[str, int], str] = {}
         self._last_role: tuple[Role, int, str | None] | None = None
         self._submits: list[tuple[Connection, int, bytes]] = []
+        #: The CPU scheduling policy in force (`ReplicaSettings.cpu_scheduling`).
+        self.cpu_scheduling = "normal"
         self._now_ms = 0  # the wall clock when the current batch of client requests was read
 
     # ----------------------------------------------------------------- lifecycle
@@ -358,6 +360,11 @@ class Replica:
             if rd.role != Role.LEADER:
                 for msg in rd.messages:
                     self._send(msg)
+                if rd.messages and rd.committed_entries:
+                    # The transport writes only when this loop yields: let the
+                    # acknowledgements go before a long apply, or the leader
+                    # waits on our apply as well as on our fsync.
+                    await asyncio.sleep(0)
             self._apply(rd)
             if rd.role == Role.LEADER:
                 if not early:
@@ -529,6 +536,7 @@ class Replica:
             "snapshot_index": self.storage.snapshot_meta().index,
             "counters": dict(self.counters),
             "cpu_s": time.process_time(),  # this process's CPU time (user + system)
+            "cpu_scheduling": self.cpu_scheduling,
             "rss_bytes": _rss_bytes(),
         }
 
@@ -553,6 +561,7 @@ async def _run(config_path: str, node_id: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, replica.stopped.set)
     await replica.start()
+    replica.cpu_scheduling = apply_cpu_scheduling(cluster.replica.cpu_scheduling)
     print(f"rsm replica {node_id} ready: peer {format_address(replica.me.peer)}, "
           f"client {format_address(replica.me.client)}", flush=True)
     await replica.stopped.wait()

@@ -4,6 +4,7 @@ order everywhere, survive SIGKILL, and a restarted replica catches up."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 
@@ -61,6 +62,9 @@ def test_three_replicas_replicate_survive_a_leader_kill_and_catch_up(tmp_path: P
                 await asyncio.sleep(0.02)
             response = await client.call(leader, Request(client.rid(), "query", get(), "stale"))
             assert 25 == decode_result(response.value)
+            # The default CPU policy is in force where the OS has it (and said so).
+            expected = "batch" if hasattr(os, "SCHED_BATCH") else "unsupported"
+            assert {expected} == {v["cpu_scheduling"] for v in views}
         finally:
             await client.close()
 
