@@ -102,6 +102,10 @@ def _request_id(value: object) -> int:
 
 def decode_request(frame: bytes) -> Request:
     obj = _unpack(frame)
+    # The hot path first: a well-formed submit, checked in one expression.
+    if (type(obj) is list and len(obj) == 3 and obj[1] == "submit" and type(rid := obj[0]) is int
+            and 0 <= rid <= REQUEST_ID_MAX and type(payload := obj[2]) is bytes):
+        return Request(rid, "submit", payload)
     if not isinstance(obj, list) or len(obj) < 2:
         raise ProtocolError("a request is an array [id, kind, ...]")
     request_id = _request_id(obj[0])

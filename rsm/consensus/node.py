@@ -411,9 +411,10 @@ class Node:
                 f"{self.config.uncommitted_entries_max}); retry later"
             )
         first = self.log.last_index() + 1
-        self._append(
-            [Entry(index=first + n, term=self.term, kind=EntryKind.NORMAL, data=d) for n, d in enumerate(commands)]
-        )
+        term, normal = self.term, EntryKind.NORMAL
+        # Straight to the log, not through _append: ordinary entries added at
+        # the end replace nothing and carry no configuration.
+        self.log.append([Entry(first + n, term, normal, d) for n, d in enumerate(commands)])
         self._need_broadcast = True
         return first + len(commands) - 1
 
