@@ -254,12 +254,45 @@ def _snapshot_wire(meta: SnapshotMeta) -> list[Any]:
     return [meta.index, meta.term, sorted(conf.voters), sorted(conf.learners)]
 
 
-def encode_message(msg: Message) -> bytes:
+class EntriesCache:
+    """The encoding of the last entries sent, for `encode_message`.
+
+    A leader sends the same new entries to every follower; with a cache the
+    entries are encoded once per batch instead of once per follower. The key
+    is the identity of the first and last `Entry` objects and the count, and
+    the cache holds those two objects, so an id cannot be reused while it is
+    cached: the same objects at both ends of a slice of one log mean the same
+    entries (a truncation replaces the last one). One cache per node: the
+    objects come from that node's log.
+    """
+
+    __slots__ = ("_count", "_encoded", "_first", "_last", "hits")
+
+    def __init__(self) -> None:
+        self._first: Entry | None = None
+        self._last: Entry | None = None
+        self._count = 0
+        self._encoded = b""
+        self.hits = 0
+
+    def encoded(self, entries: tuple[Entry, ...] | list[Entry]) -> bytes:
+        """msgpack bytes of the entries array, as `encode_message` puts it on the wire."""
+        first, last = entries[0], entries[-1]
+        if first is self._first and last is self._last and len(entries) == self._count:
+            self.hits += 1
+            return self._encoded
+        encoded = _pack([(e.index, e.term, e.kind, e.data) for e in entries])
+        self._first, self._last, self._count, self._encoded = first, last, len(entries), encoded
+        return encoded
+
+
+def encode_message(msg: Message, cache: EntriesCache | None = None) -> bytes:
     """Bytes for `msg` in wire format version 1 (see the module docstring).
 
     Does not validate `msg`: it comes from our own core, and this is the hot
     path. Values outside the wire's ranges (negative, >= 2**63) encode but are
-    refused by `decode_message`.
+    refused by `decode_message`. With `cache`, entries already encoded for
+    another message are not encoded again; the bytes are the same.
     """
     fields = 0
     out: list[Any] = [FORMAT_VERSION, msg.type, msg.src, msg.dst, msg.term, 0]
@@ -273,9 +306,14 @@ def encode_message(msg: Message) -> bytes:
     if msg.commit:
         fields |= _F_COMMIT
         append(msg.commit)
+    at = 0
     if msg.entries:
         fields |= _F_ENTRIES
-        append([(e.index, e.term, e.kind, e.data) for e in msg.entries])
+        if cache is None:
+            append([(e.index, e.term, e.kind, e.data) for e in msg.entries])
+        else:
+            at = len(out)
+            append(None)  # spliced in below
     if msg.reject:
         fields |= _F_REJECT
     if msg.context:
@@ -299,7 +337,16 @@ def encode_message(msg: Message) -> bytes:
     if msg.done:
         fields |= _F_DONE
     out[5] = fields
-    return _pack(out)
+    if not at:
+        return _pack(out)
+    # A msgpack array is its header followed by its elements, each encoded on
+    # its own: encode the others and put the cached entries in their place.
+    assert cache is not None
+    parts = [_packer.pack_array_header(len(out))]
+    parts.extend(_pack(field) for field in out[:at])
+    parts.append(cache.encoded(msg.entries))
+    parts.extend(_pack(field) for field in out[at + 1 :])
+    return b"".join(parts)
 
 
 def encode_entry(entry: Entry) -> bytes:

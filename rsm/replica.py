@@ -45,7 +45,7 @@ from typing import Any
 import msgpack
 
 from rsm import aio
-from rsm.codec import DecodeError, decode_message, encode_message
+from rsm.codec import DecodeError, EntriesCache, decode_message, encode_message
 from rsm.config import ClusterConfig, apply_cpu_scheduling, format_address, load_app, load_config
 from rsm.consensus.membership import decode_conf
 from rsm.consensus.node import Node
@@ -112,6 +112,7 @@ class Replica:
         self._peer_digests: dict[tuple[str, int], str] = {}
         self._last_role: tuple[Role, int, str | None] | None = None
         self._submits: list[tuple[Connection, int, bytes]] = []
+        self._entries_cache = EntriesCache()  # new entries encoded once for all followers
         #: The CPU scheduling policy in force (`ReplicaSettings.cpu_scheduling`).
         self.cpu_scheduling = "normal"
         self._now_ms = 0  # the wall clock when the current batch of client requests was read
@@ -389,7 +390,7 @@ class Replica:
         if msg.entries:
             self.counters["appends_sent"] += 1
             self.counters["entries_sent"] += len(msg.entries)
-        self.peers.send(msg.dst, encode_message(msg))
+        self.peers.send(msg.dst, encode_message(msg, self._entries_cache))
 
     def _persist(self, rd: Ready) -> None:
         for chunk in rd.snapshot_chunks:

@@ -21,6 +21,7 @@ from rsm.codec import (
     FORMAT_VERSION,
     CodecLimits,
     DecodeError,
+    EntriesCache,
     decode_entry,
     decode_hard_state,
     decode_message,
@@ -559,3 +560,44 @@ def test_fuzz_structure(msg: Message, data: st.DataObject) -> None:
     result = decodes_or_rejects(frame)
     if result is not None:
         assert frame == encode_message(result)
+
+
+# -- EntriesCache: entries encoded once for several messages --------------------
+
+
+def _append(entries: tuple[Entry, ...], dst: str = "b", commit: int = 3) -> Message:
+    return Message(type=MessageType.APPEND, src="a", dst=dst, term=4, log_term=4, index=entries[0].index - 1,
+                   commit=commit, entries=entries)
+
+
+def test_entries_cache_gives_the_same_bytes_and_encodes_once() -> None:
+    entries = tuple(Entry(10 + i, 4, EntryKind.NORMAL, bytes([i]) * i) for i in range(50))
+    cache = EntriesCache()
+    first = encode_message(_append(entries, "b"), cache)
+    second = encode_message(_append(entries, "c", commit=7), cache)
+    assert first == encode_message(_append(entries, "b"))
+    assert second == encode_message(_append(entries, "c", commit=7))
+    assert 1 == cache.hits
+    assert _append(entries, "c", commit=7) == decode_message(second)
+
+
+def test_entries_cache_misses_for_other_entries_with_the_same_indexes() -> None:
+    cache = EntriesCache()
+    old = tuple(Entry(5 + i, 2, EntryKind.NORMAL, b"old") for i in range(3))
+    encode_message(_append(old), cache)
+    # The same indexes rewritten by a later leader, and a shorter slice of the old ones.
+    new = tuple(Entry(5 + i, 3, EntryKind.NORMAL, b"new") for i in range(3))
+    assert _append(new) == decode_message(encode_message(_append(new), cache))
+    assert _append(old[:2]) == decode_message(encode_message(_append(old[:2]), cache))
+    assert 0 == cache.hits
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**40), st.binary(max_size=30)), min_size=1, max_size=20),
+       st.integers(0, 2**62), st.binary(max_size=16))
+@settings(max_examples=200)
+def test_cached_encoding_equals_the_plain_one(raw: list[tuple[int, bytes]], commit: int, context: bytes) -> None:
+    entries = tuple(Entry(100 + i, term, EntryKind.NORMAL, data) for i, (term, data) in enumerate(raw))
+    msg = Message(type=MessageType.APPEND, src="a", dst="b", term=2**41, log_term=1, index=99, commit=commit,
+                  entries=entries, context=context, hint_index=3)
+    cache = EntriesCache()
+    assert encode_message(msg) == encode_message(msg, cache) == encode_message(msg, cache)

@@ -27,7 +27,7 @@ from typing import Any
 
 import attrs
 
-from rsm.codec import decode_message, encode_message
+from rsm.codec import EntriesCache, decode_message, encode_message
 from rsm.consensus.config import Config
 from rsm.consensus.types import ConfChange, ConfChangeKind, ConfState, Message, NodeId, Role
 from rsm.errors import InvariantViolation, NotLeader, ProposalDropped, RsmError
@@ -159,6 +159,7 @@ class Simulation:
         spares = [f"n{i + 1}" for i in range(self.options.nodes, self.options.nodes + self.options.spare_nodes)]
         conf = ConfState(voters=frozenset(voters))
         self.replicas: dict[NodeId, SimReplica] = {}
+        self._entries_caches: dict[NodeId, EntriesCache] = {}
         self._tick_ms: dict[NodeId, int] = {}
         self.admin = MembershipAdmin(self) if self.options.membership else None
         for node_id in voters + spares:
@@ -207,7 +208,10 @@ class Simulation:
         self.checker.on_send(msg, self.replicas[msg.src].storage)
         delays = self.network.delays(msg.src, msg.dst)
         if delays:
-            frame = encode_message(msg)
+            # Each node encodes through its own entries cache, as a replica
+            # does; the round-trip check in _deliver covers the cached path.
+            cache = self._entries_caches.setdefault(msg.src, EntriesCache())
+            frame = encode_message(msg, cache)
             for delay in delays:
                 self.schedule(delay, self._deliver, frame, msg)
 

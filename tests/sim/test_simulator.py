@@ -49,6 +49,14 @@ def test_many_seeds(nodes: int, membership: bool) -> None:
         assert [] == run_seed(seed, options).violations, seed
 
 
+def test_leaders_encode_entries_once_for_all_followers() -> None:
+    # Every message crosses the codec and is compared with what was sent
+    # (the "codec" check), so the cached path is checked under every fault.
+    sim = Simulation(3, SimOptions(nodes=5))
+    assert [] == sim.run().violations
+    assert sum(cache.hits for cache in sim._entries_caches.values()) > 10
+
+
 def test_a_seed_replays_exactly() -> None:
     a = Simulation(7, SimOptions(nodes=5)).run()
     b = Simulation(7, SimOptions(nodes=5)).run()
