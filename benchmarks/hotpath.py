@@ -127,8 +127,8 @@ def main() -> None:
         print(f"  {who:8} {step:28} {us:7.2f}")
     leader = sum(us for who, _, us in rows if who in ("leader", "both"))
     follower = sum(us for who, _, us in rows if who in ("follower", "both"))
-    print(f"  sum: leader {leader:.1f}, follower {follower:.1f} (rsm bench's CPU per 1k commands, "
-          "in ms, adds the event loop, sockets and timers)")
+    print(f"  sum: leader {leader:.1f}, follower {follower:.1f} microseconds per command; `rsm bench` reports "
+          "the whole process (event loop, sockets, timers too) in CPU seconds per 1,000 commands")
 
 
 if __name__ == "__main__":

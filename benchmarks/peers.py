@@ -50,7 +50,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.peers` importable
 
-from benchmarks.peers import etcd_bench, pysyncobj_bench, rsm_bench
+from benchmarks.peers import common, etcd_bench, pysyncobj_bench, rsm_bench
 from benchmarks.peers.common import (
     DEFAULT_WORKLOADS,
     MEASURE_S,
@@ -61,6 +61,7 @@ from benchmarks.peers.common import (
     Workload,
     median_result,
 )
+from rsm.config import CPU_SCHEDULING, apply_cpu_scheduling
 
 FIGURES = ("throughput_per_s", "p50_ms", "p99_ms")
 Runner = Callable[[Workload, Timing, str | None], dict[str, float]]
@@ -148,6 +149,9 @@ def main() -> int:
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated, from: " + ", ".join(SYSTEMS))
     parser.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS), help="comma-separated SIZE@IN_FLIGHT")
     parser.add_argument("--dir", default=None, help="where the clusters keep their data (default: the temp dir)")
+    parser.add_argument("--cpu-scheduling", choices=CPU_SCHEDULING, default="batch",
+                        help="CPU policy of every process: batch (SCHED_BATCH, rsm's default, inherited by every "
+                             "system's processes) or normal (none changed; rsm replicas told not to)")
     args = parser.parse_args()
     try:
         systems = [SYSTEMS[name] for name in args.systems.split(",")]
@@ -158,6 +162,10 @@ def main() -> int:
             raise ValueError("--runs must be at least 1")
     except (KeyError, ValueError) as exc:
         parser.error(str(exc))
+    # The same policy for every system: set on this process, inherited by the
+    # replicas, servers and workers it starts.
+    common.CPU_POLICY = args.cpu_scheduling
+    policy = apply_cpu_scheduling(args.cpu_scheduling)
     signal.signal(signal.SIGTERM, _interrupt)
     err = Console(stderr=True)
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -204,7 +212,7 @@ def main() -> int:
     console.print(f"{started:%Y-%m-%d %H:%M} UTC; {machine_description(data_dir)}; "
                   + ", ".join(f"{name} {v}" for name, v in versions.items()), highlight=False)
     title = (f"3 replicas on 127.0.0.1, fresh cluster per figure; {args.runs} run(s) of "
-             f"{timing.warmup_s:g} s warm-up + {timing.measure_s:g} s measured")
+             f"{timing.warmup_s:g} s warm-up + {timing.measure_s:g} s measured; CPU policy {policy}")
     render(results, workloads, systems, title, console)
     print(json.dumps(results), flush=True)
     failed = any("error" in figures for entry in results.values() for figures in entry.values()

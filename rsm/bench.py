@@ -73,6 +73,8 @@ class BenchOptions:
     warmup_s: float = WARMUP_S
     #: Where a local cluster keeps its data (default: the temp directory).
     data_dir: str | None = None
+    #: A local cluster's `[replica] cpu_scheduling`.
+    cpu_scheduling: str = "batch"
 
 
 # ----------------------------------------------------------------------- worker
@@ -126,7 +128,8 @@ def worker_main(argv: list[str]) -> int:
 
 
 # --------------------------------------------------------------------- cluster
-def local_cluster(replicas: int, parent_dir: str | None = None) -> tuple[Path, ReplicaProcesses]:
+def local_cluster(replicas: int, parent_dir: str | None = None,
+                  cpu_scheduling: str = "batch") -> tuple[Path, ReplicaProcesses]:
     """A throwaway cluster of BenchCounter replicas on 127.0.0.1 (not started)."""
     from rsm.cli import ReplicaProcesses
     from rsm.config import free_local_ports, render_config, write_secret
@@ -140,7 +143,8 @@ def local_cluster(replicas: int, parent_dir: str | None = None) -> tuple[Path, R
     write_secret(root / "cluster.secret")
     config = root / "cluster.toml"
     config.write_text(render_config(cluster_id="bench", app="rsm.bench:BenchCounter",
-                                    secret_file="cluster.secret", replicas=table))
+                                    secret_file="cluster.secret", replicas=table)
+                      + f'\n[replica]\ncpu_scheduling = "{cpu_scheduling}"\n')
     return config, ReplicaProcesses(config, list(table), root)
 
 
@@ -183,7 +187,7 @@ def run(options: BenchOptions, config: Path | None = None, on_progress: Any = No
     """Run the benchmark and return every figure (milliseconds for latencies)."""
     cluster = None
     if config is None:
-        config, cluster = local_cluster(options.replicas, options.data_dir)
+        config, cluster = local_cluster(options.replicas, options.data_dir, options.cpu_scheduling)
         cluster.start()
     config_path = config
     outs = [Path(tempfile.mkstemp(prefix="rsm-bench-lat-")[1]) for _ in range(options.processes)]

@@ -44,6 +44,9 @@ WARMUP_S = 1.0
 MEASURE_S = 5.0
 #: A cluster that has no leader after this long is a failed run, not a slow one.
 STARTUP_TIMEOUT_S = 30.0
+#: The CPU policy of the run (`--cpu-scheduling`): rsm replicas are told to
+#: keep it ("normal") or to set it ("batch", their default).
+CPU_POLICY = "batch"
 #: After the window, outstanding commands get this long to come back.
 DRAIN_TIMEOUT_S = 10.0
 #: One synchronous call that takes longer than this has failed.

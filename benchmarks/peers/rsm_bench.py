@@ -29,6 +29,7 @@ from rsm.net.connection import Connection, connect
 from rsm.protocol import Code, Request, decode_response, encode_request, encode_submit
 from rsm.statemachine import decode_result, encode_call
 
+from . import common
 from .common import (
     CALL_TIMEOUT_S,
     POLL_INTERVAL_S,
@@ -69,6 +70,8 @@ class _Cluster:
         write_secret(root / "cluster.secret")
         self.secret = (root / "cluster.secret").read_bytes().strip()
         text = render_config(cluster_id=CLUSTER_ID, app=APP, secret_file="cluster.secret", replicas=table)
+        text += f'\n[replica]\ncpu_scheduling = "{common.CPU_POLICY}"\n'
+
         (root / "cluster.toml").write_text(text)
 
     def start(self) -> None:
@@ -175,7 +178,8 @@ def run_rsm_client(workload: Workload, timing: Timing, *, parent_dir: str | None
     from rsm.bench import BenchOptions, run
 
     result = run(BenchOptions(processes=1, in_flight=workload.in_flight, value_bytes=workload.payload_bytes,
-                              duration_s=timing.measure_s, warmup_s=timing.warmup_s, data_dir=parent_dir))
+                              duration_s=timing.measure_s, warmup_s=timing.warmup_s, data_dir=parent_dir,
+                              cpu_scheduling=common.CPU_POLICY))
     if not result["commands"]:
         raise BenchError(f"rsm_client {workload.name}: no command completed")
     return {name: float(result[name]) for name in ("throughput_per_s", "p50_ms", "p99_ms")}
