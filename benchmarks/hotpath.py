@@ -28,7 +28,7 @@ from rsm.bench import BenchCounter
 from rsm.codec import decode_message, encode_message
 from rsm.consensus.config import Config
 from rsm.consensus.types import ConfState, Entry, EntryKind, HardState, Message, MessageType
-from rsm.protocol import Request, decode_request, encode_ok, encode_request
+from rsm.protocol import Request, decode_submit, encode_ok, encode_request
 from rsm.statemachine import MachineHost, encode_register_session, prepare_call
 from rsm.storage import open_store
 from rsm.storage.memory import MemoryStorage
@@ -63,7 +63,7 @@ def main() -> None:
 
     rows: list[tuple[str, str, float]] = []
 
-    rows.append(("leader", "decode request frames", _best_us(lambda: [decode_request(f) for f in frames], repeat, n)))
+    rows.append(("leader", "decode submit frames", _best_us(lambda: [decode_submit(f) for f in frames], repeat, n)))
 
     from rsm.consensus.node import Node
 

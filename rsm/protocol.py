@@ -100,12 +100,22 @@ def _request_id(value: object) -> int:
     return value
 
 
-def decode_request(frame: bytes) -> Request:
-    obj = _unpack(frame)
-    # The hot path first: a well-formed submit, checked in one expression.
+def decode_submit(frame: bytes) -> tuple[int, bytes] | None:
+    """(request id, payload) if `frame` is a well-formed submit, else None
+    (then `decode_request` says what it is, or what is wrong with it). The
+    replica's hot path: no `Request` object."""
+    try:
+        obj = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_ext_len=0)
+    except Exception:
+        return None
     if (type(obj) is list and len(obj) == 3 and obj[1] == "submit" and type(rid := obj[0]) is int
             and 0 <= rid <= REQUEST_ID_MAX and type(payload := obj[2]) is bytes):
-        return Request(rid, "submit", payload)
+        return rid, payload
+    return None
+
+
+def decode_request(frame: bytes) -> Request:
+    obj = _unpack(frame)
     if not isinstance(obj, list) or len(obj) < 2:
         raise ProtocolError("a request is an array [id, kind, ...]")
     request_id = _request_id(obj[0])

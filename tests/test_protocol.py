@@ -85,3 +85,28 @@ def test_arbitrary_bytes_decode_or_raise_protocol_error_only(frame: bytes) -> No
             decode(frame)
         except ProtocolError:
             pass
+
+
+def test_decode_submit_takes_exactly_the_well_formed_submits() -> None:
+    from rsm.protocol import decode_submit
+
+    assert (5, b"abc") == decode_submit(encode_submit(5, b"abc"))
+    assert (REQUEST_ID_MAX, b"") == decode_submit(encode_submit(REQUEST_ID_MAX, b""))
+    for obj in ([5, "submit", "text"], [-1, "submit", b"x"], [2**63, "submit", b"x"], [5, "query", b"q", "stale"],
+                [5, "submit"], [5, "status"], [True, "submit", b"x"]):
+        assert decode_submit(msgpack.packb(obj)) is None
+    assert decode_submit(b"\xc1 not msgpack") is None
+
+
+@given(st.binary(max_size=64))
+@settings(max_examples=300)
+def test_decode_submit_agrees_with_decode_request(frame: bytes) -> None:
+    from rsm.protocol import decode_submit
+
+    submit = decode_submit(frame)
+    try:
+        request: Request | None = decode_request(frame)
+    except ProtocolError:
+        request = None
+    expected = (request.request_id, request.payload) if request and request.kind == "submit" else None
+    assert expected == submit
