@@ -756,6 +756,21 @@ def _is_id(value: object) -> bool:
 
 def _validate_envelope(obj: Any) -> list[Any]:
     """Check the shape of a decoded payload; return it (a list)."""
+    # The hot path first, in one expression: a command in a session with
+    # positional arguments (what the client sends for every command). Any
+    # other payload, well-formed or not, goes through the checks below.
+    if (type(obj) is list and len(obj) == 8 and obj[0] == ENVELOPE_VERSION and type(obj[0]) is int
+            and obj[1] == 0 and type(obj[1]) is int and type(obj[2]) is str and type(obj[3]) is list
+            and type(obj[4]) is dict and not obj[4]
+            and type(sid := obj[5]) is int and 0 < sid < _INT_END
+            and type(seq := obj[6]) is int and 0 < seq < _INT_END
+            and type(ack := obj[7]) is int and 0 <= ack < _INT_END):
+        return obj
+    return _check_envelope(obj)
+
+
+def _check_envelope(obj: Any) -> list[Any]:
+    """Every rule for every payload kind (`_validate_envelope` without its fast path)."""
     if type(obj) is not list or len(obj) < 2:
         raise _bad("not an array of at least 2")
     if obj[0] != ENVELOPE_VERSION or type(obj[0]) is not int:

@@ -7,6 +7,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from examples.counter.machine import Counter
 from rsm.codec import DecodeError
@@ -381,3 +383,27 @@ def test_plain_arity_skips_inspect_only_for_plain_signatures() -> None:
         Plain._rsm_commands["put"].check_arguments(Plain, ["k"], {})
     with pytest.raises(BadArguments):
         Plain._rsm_commands["put"].check_arguments(Plain, ["k", b"v"], {"value": b"w"})
+
+
+_FIELD = st.one_of(st.none(), st.booleans(), st.integers(-2, 2**64), st.text(max_size=3), st.binary(max_size=3),
+                   st.lists(st.integers(0, 3), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=1))
+
+
+@given(st.lists(_FIELD, min_size=8, max_size=8), st.integers(0, 7), st.sampled_from([1, 0, "add", [], {}, 5, 5, 0]))
+@settings(max_examples=500)
+def test_the_envelope_fast_path_accepts_nothing_the_full_checks_refuse(fields: list[Any], at: int, good: Any) -> None:
+    from rsm.statemachine import _check_envelope, _validate_envelope
+
+    candidate = [1, 0, "add", [b"x"], {}, 5, 6, 0]
+    candidate[at] = fields[at]  # one field arbitrary, the rest a valid command
+    mixed = [good if i == at else f for i, f in enumerate(fields)]
+    for obj in (candidate, mixed, fields):
+        try:
+            fast: list[Any] | None = _validate_envelope(list(obj))
+        except DecodeError:
+            fast = None
+        try:
+            full: list[Any] | None = _check_envelope(list(obj))
+        except DecodeError:
+            full = None
+        assert fast == full
