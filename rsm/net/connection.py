@@ -37,7 +37,7 @@ from rsm.net.handshake import Hello, Identity, Role, describe_peer, handshake
 from rsm.net.settings import TransportSettings
 from rsm.net.stats import TransportStats
 
-__all__ = ["Address", "Connection", "SendQueue", "close_stream", "connect", "open_stream"]
+__all__ = ["Address", "Connection", "SendQueue", "close_stream", "connect", "open_stream", "refuse_self_connection"]
 
 log = logging.getLogger("rsm.net")
 
@@ -170,12 +170,29 @@ async def open_stream(
             "ssl_handshake_timeout": settings.handshake_timeout_s,
         }
     async with asyncio.timeout(settings.connect_timeout_s):
-        return await asyncio.open_connection(
+        reader, writer = await asyncio.open_connection(
             host,
             port,
             limit=settings.read_buffer_bytes,
             **tls,  # type: ignore[arg-type]
         )
+    refuse_self_connection(writer)
+    return reader, writer
+
+
+def refuse_self_connection(writer: asyncio.StreamWriter) -> None:
+    """Raise `ConnectionRefusedError` (and abort) if the socket is connected to itself.
+
+    Dialing a port on this host where nothing listens can succeed on Linux
+    when the kernel happens to pick that same port as the local one (TCP
+    simultaneous open): the socket then talks to itself. Local clusters take
+    their ports from the ephemeral range, so a client redialing a stopped
+    replica meets this sooner or later; it means "nobody listens there".
+    """
+    sockname, peername = writer.get_extra_info("sockname"), writer.get_extra_info("peername")
+    if sockname is not None and sockname == peername:
+        writer.transport.abort()
+        raise ConnectionRefusedError(f"connected to itself at {peername[0]}:{peername[1]}: nothing listens there")
 
 
 class Connection:
