@@ -276,7 +276,8 @@ class _Link:
         self.stats = stats
         self.pending: dict[int, asyncio.Future[Response]] = {}
         self.ended = False
-        self.reader = asyncio.get_running_loop().create_task(self._read(), name=f"rsm.client reader {node_id}")
+        self.loop = asyncio.get_running_loop()
+        self.reader = self.loop.create_task(self._read(), name=f"rsm.client reader {node_id}")
 
     @property
     def is_open(self) -> bool:
@@ -287,7 +288,7 @@ class _Link:
 
         Raises `ConnectionClosed` if the connection is (or just got) closed.
         """
-        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Response] = self.loop.create_future()
         self.conn.send(encode_request(request))
         self.pending[request.request_id] = future
         self.stats.requests_sent += 1
@@ -392,7 +393,7 @@ class _Attempts:
         self.sent = 0
 
     def remaining_s(self) -> float:
-        return self.deadline_s - asyncio.get_running_loop().time()
+        return self.deadline_s - self.client._now()
 
     def note(self, node_id: str, problem: str, *, busy: bool = False) -> None:
         self.problems[node_id] = problem
@@ -487,6 +488,7 @@ class AsyncClient:
         self._in_flight: asyncio.Semaphore | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
         self._closing = False  # no new calls
+        self._loop: asyncio.AbstractEventLoop | None = None  # see _running_loop
         self._closed = False  # no more requests at all
 
     @classmethod
@@ -748,7 +750,7 @@ class AsyncClient:
         `attempt_timeout_s`. Connection-level failures raise `_NodeFailed`;
         authentication failures propagate."""
         timeout_s = min(self.settings.attempt_timeout_s, attempts.remaining_s())
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         deadline_s = loop.time() + timeout_s
         link: _Link | None = self._links.get(node_id)
         try:
@@ -926,7 +928,16 @@ class AsyncClient:
         return next(self._ids) & _REQUEST_IDS_MAX
 
     def _now(self) -> float:
-        return asyncio.get_running_loop().time()
+        return self._running_loop().time()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this client runs in, looked up once: on Python 3.11 every
+        `asyncio.get_running_loop()` is a `getpid()` system call, and the hot
+        path used to make several per command."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def _check_open(self) -> None:
         if self._closing:
