@@ -118,9 +118,11 @@ def scenario(root: Path, procs: ReplicaProcesses) -> None:
         show(client)
 
 
-def main() -> int:
+def main(parent_dir: str | None = None) -> int:
+    """Run the demo in a new directory under `parent_dir` (default: the temp
+    directory), which is left in place for the reader; return the exit status."""
     console.print("[bold]rsm demo[/bold]: a 3-replica key-value store in real processes on 127.0.0.1\n")
-    root = Path(tempfile.mkdtemp(prefix="rsm-demo-"))
+    root = Path(tempfile.mkdtemp(prefix="rsm-demo-", dir=parent_dir))
     procs = ReplicaProcesses(root / "cluster.toml", IDS, root)
     try:
         scenario(root, procs)
