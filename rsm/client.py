@@ -48,6 +48,7 @@ an event loop in a background thread.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import os
@@ -335,38 +336,37 @@ class _Link:
 class _Session:
     """A registered session: its next seq and the seqs sent without a result."""
 
-    __slots__ = ("_low", "expired", "last_used_s", "next_seq", "session_id", "unanswered")
+    __slots__ = ("_taken", "expired", "last_used_s", "next_seq", "session_id", "unanswered")
 
     def __init__(self, session_id: int, now_s: float) -> None:
         self.session_id = session_id
         self.next_seq = 1
         self.unanswered: set[int] = set()
-        self._low: int | None = None  # cached min(unanswered); None when unknown
+        # Seqs in the order taken (increasing), answered ones dropped from the
+        # front as `ack` passes them: the front is the lowest unanswered seq.
+        self._taken: collections.deque[int] = collections.deque()
         self.last_used_s = now_s
         self.expired = False
 
     def ack(self) -> int:
-        """The lowest seq without a result: the replicas may forget all below it."""
-        if not self.unanswered:
-            return self.next_seq
-        if self._low is None:
-            self._low = min(self.unanswered)  # recomputed only after the lowest is answered
-        return self._low
+        """The lowest seq without a result: the replicas may forget all below it.
+        Amortized O(1): each seq leaves the front once."""
+        taken, unanswered = self._taken, self.unanswered
+        while taken and taken[0] not in unanswered:
+            taken.popleft()
+        return taken[0] if taken else self.next_seq
 
     def has_room(self, window: int) -> bool:
         return not self.expired and self.next_seq - self.ack() < window
 
     def answered(self, seq: int) -> None:
         self.unanswered.discard(seq)
-        if seq == self._low:
-            self._low = None
 
     def take(self, now_s: float) -> int:
         seq = self.next_seq
         self.next_seq += 1
-        if not self.unanswered:
-            self._low = seq
         self.unanswered.add(seq)
+        self._taken.append(seq)
         self.last_used_s = now_s
         return seq
 

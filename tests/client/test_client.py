@@ -15,6 +15,8 @@ from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 # The transport tests' leak-checking runner, bounded waits and test certificates
 # (tests/ is on sys.path; importing the fixture makes it available here).
@@ -500,3 +502,23 @@ def test_connects_over_mutual_tls(certs: Certs, tmp_path: Path) -> None:  # noqa
 
     # asyncio reports the server side of each refused TLS handshake to the loop.
     run(main, allowed_loop_errors=("Error on transport creation for incoming connection",))
+
+
+@given(st.lists(st.one_of(st.just("take"), st.integers(0, 40)), max_size=120))
+@settings(max_examples=300, deadline=None)
+def test_session_ack_is_always_the_lowest_unanswered_seq(ops: list[Any]) -> None:
+    from rsm.client import _Session
+
+    session = _Session(7, 0.0)
+    taken: list[int] = []
+    model: set[int] = set()  # the seqs taken and not answered, kept here independently
+    for op in ops:
+        if op == "take":
+            seq = session.take(0.0)
+            taken.append(seq)
+            model.add(seq)
+        elif taken:
+            seq = taken[op % len(taken)]  # answers out of order, some twice
+            session.answered(seq)
+            model.discard(seq)
+        assert session.ack() == (min(model) if model else session.next_seq)
