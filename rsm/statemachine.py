@@ -864,6 +864,8 @@ def encode_call(machine_cls: type[StateMachine], name: str, args: Sequence[Any] 
     return _encode_checked(obj, settings, f"{machine_cls.__qualname__}.{name}", plain_call=True)
 
 
+#: Encodes a plain int exactly as `_packb` does, without its per-call options.
+_pack_int: Callable[[int], bytes] = msgpack.Packer(use_bin_type=True).pack
 #: The session fields of the placeholder command `prepare_call` encodes
 #: (session 1, seq 1, ack 0): three positive fixints, one byte each, at the end.
 _PLACEHOLDER_SESSION = (1, 1, 0)
@@ -892,9 +894,10 @@ class PreparedCall:
         if session_id is None and seq is None and ack == 0:
             tail = b"\xc0\xc0\x00"
         else:
-            if not (_is_id(session_id) and _is_id(seq) and type(ack) is int and 0 <= ack < _INT_END):
+            if not (type(session_id) is int and 0 < session_id < _INT_END and type(seq) is int
+                    and 0 < seq < _INT_END and type(ack) is int and 0 <= ack < _INT_END):
                 raise BadArguments("session fields must be session_id >= 1, seq >= 1, ack >= 0 (or nil, nil, 0)")
-            tail = _packb(session_id) + _packb(seq) + _packb(ack)
+            tail = _pack_int(session_id) + _pack_int(seq) + _pack_int(ack)
         data = _FIXARRAY_8 + self.head + tail
         if len(data) > self.call_bytes_max:
             raise CallTooLarge(f"{self.what}: {len(data)} bytes exceeds call_bytes_max={self.call_bytes_max}")
