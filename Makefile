@@ -29,8 +29,9 @@ sim: $(STAMP)
 	@$(PY) -m rsm.sim --seeds 500 --nodes 5
 
 lint: $(STAMP)
-	@$(PY) -m ruff check rsm tests
+	@$(PY) -m ruff check rsm tests benchmarks
 	@$(PY) -m mypy
+	@$(PY) -m mypy benchmarks
 
 bench-storage: $(STAMP)
 	@$(PY) benchmarks/storage.py

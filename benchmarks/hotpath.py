@@ -95,7 +95,7 @@ def main() -> None:
         def save() -> None:
             batch = [Entry(next_index[0] + i, 1, EntryKind.NORMAL, d) for i, d in enumerate(stamped)]
             next_index[0] += n
-            store._log.save(None, batch)  # type: ignore[attr-defined]
+            store._log.save(None, batch)
 
         # CPU time, not wall time: the fsync's wait is the disk's, its system
         # calls are ours.

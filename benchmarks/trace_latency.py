@@ -237,7 +237,7 @@ def main() -> int:
             proc.wait(timeout=30)
     events = {node: [tuple(e) for e in json.loads((trace / f"{node}.json").read_text())] for node in table}
     marks = marks[args.warmup:]
-    stages = _stages(leader, events, marks)  # type: ignore[arg-type]
+    stages = _stages(leader, events, marks)
     print(f"{len(marks)} commands at {args.in_flight} in flight, leader {leader}; "
           "median of each stage (microseconds):")
     for name, values in stages.items():

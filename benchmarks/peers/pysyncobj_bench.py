@@ -74,7 +74,7 @@ def describe(batch: bool) -> str:
 # --------------------------------------------------------------------------- replica process
 def _replica_main(argv: list[str]) -> int:
     """One PySyncObj replica; JSON lines in on stdin, out on stdout. Exits on EOF."""
-    from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated  # type: ignore[import-untyped]
+    from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
