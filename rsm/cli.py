@@ -195,8 +195,13 @@ class ReplicaProcesses:
         log_path = self.log_dir / f"{node_id}.log"
         log_file = log_path.open("ab")
         command = [self.python, "-m", "rsm.cli", "replica", "--config", str(self.config_path), "--id", node_id]
+        # The replica stops by itself if this process dies without stopping it
+        # (SIGKILL included): see rsm.replica.PARENT_ENV.
+        from rsm.replica import PARENT_ENV
+
+        env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   start_new_session=True, env=env)
         log.info("started replica %s (pid %d), log %s", node_id, process.pid, log_path)
         return _Child(node_id, process, log_path, log_file)
 

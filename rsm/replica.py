@@ -574,13 +574,38 @@ async def _run(config_path: str, node_id: str) -> int:
         loop.add_signal_handler(sig, replica.stopped.set)
     await replica.start()
     replica.cpu_scheduling = apply_cpu_scheduling(cluster.replica.cpu_scheduling)
+    watcher = _watch_parent(replica)
     print(f"rsm replica {node_id} ready: peer {format_address(replica.me.peer)}, "
           f"client {format_address(replica.me.client)}", flush=True)
     await replica.stopped.wait()
+    if watcher is not None:
+        watcher.cancel()
     code = replica.exit_code
     await replica.stop()
     log.info("replica %s stopped", node_id)
     return code
+
+
+#: Set by a supervisor (`rsm.cli.ReplicaProcesses`) to its pid: the replica
+#: stops cleanly once that process is gone, even if it was SIGKILLed.
+PARENT_ENV = "RSM_EXIT_WITH_PARENT"
+#: How often a supervised replica checks that its supervisor is alive.
+PARENT_CHECK_S = 0.5
+
+
+def _watch_parent(replica: Replica) -> asyncio.Task[None] | None:
+    expected = os.environ.get(PARENT_ENV)
+    if not expected or not expected.isdigit():
+        return None
+    parent = int(expected)
+
+    async def watch() -> None:
+        while os.getppid() == parent:
+            await asyncio.sleep(PARENT_CHECK_S)
+        log.warning("replica %s: supervisor (pid %d) is gone; stopping", replica.node_id, parent)
+        replica.stopped.set()
+
+    return asyncio.get_running_loop().create_task(watch(), name="rsm parent watcher")
 
 
 def main(config_path: str, node_id: str) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -162,3 +163,43 @@ def test_rsm_cluster_up_starts_and_stops_every_replica(tmp_path: Path) -> None:
     assert "stopped: n1 exit 0, n2 exit 0, n3 exit 0" in output
     config = load_config(tmp_path / "cluster.toml")
     assert sorted(NODES) == sorted(config.replicas)
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie left for init to reap counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_replicas_stop_when_their_supervisor_is_sigkilled(tmp_path: Path) -> None:
+    config = init_cluster(tmp_path, replicas=3, base_port=free_base_port(6), app="examples.counter.machine:Counter")
+    # A supervisor of its own, so that this test can SIGKILL it.
+    script = (
+        "import sys, time; from rsm.cli import ReplicaProcesses\n"
+        f"p = ReplicaProcesses({str(config)!r}, {NODES!r}, {str(tmp_path / 'logs')!r}); p.start()\n"
+        "print(*[c.process.pid for c in p.children.values()], flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    supervisor = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert supervisor.stdout is not None
+    pids = [int(pid) for pid in supervisor.stdout.readline().split()]
+    try:
+        assert 3 == len(pids)
+        with Client.from_config(config) as client:
+            assert 1 == client.proxy(Counter).increment()  # the replicas are up and serving
+        supervisor.kill()
+        supervisor.wait(10)
+        wait_for(lambda: all(_gone(pid) for pid in pids), timeout_s=20.0)
+    finally:
+        for pid in pids:
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    # They stopped cleanly (SIGTERM-like), saying why.
+    for node_id in NODES:
+        text = (tmp_path / "logs" / f"{node_id}.log").read_text()
+        assert "supervisor" in text and "is gone; stopping" in text, text[-2000:]
+        assert f"replica {node_id} stopped" in text, text[-2000:]
