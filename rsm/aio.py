@@ -20,11 +20,6 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     _uvloop = None
 
 
-def loop_name() -> str:
-    """"uvloop" or "asyncio": which loop `run` and `new_event_loop` use."""
-    return "uvloop" if _uvloop is not None else "asyncio"
-
-
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run `coro` to completion on a new loop (uvloop if installed)."""
     if _uvloop is not None:

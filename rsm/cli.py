@@ -39,6 +39,7 @@ from rich.text import Text
 
 from rsm.client import AsyncClient, ClientSettings, Unavailable
 from rsm.config import (
+    PARENT_ENV,
     Address,
     ClusterConfig,
     format_address,
@@ -196,9 +197,7 @@ class ReplicaProcesses:
         log_file = log_path.open("ab")
         command = [self.python, "-m", "rsm.cli", "replica", "--config", str(self.config_path), "--id", node_id]
         # The replica stops by itself if this process dies without stopping it
-        # (SIGKILL included): see rsm.replica.PARENT_ENV.
-        from rsm.replica import PARENT_ENV
-
+        # (SIGKILL included): see PARENT_ENV.
         env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                    start_new_session=True, env=env)

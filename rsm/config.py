@@ -106,6 +106,11 @@ class ReplicaSettings:
         return self
 
 
+#: Set by a supervisor (`rsm.cli.ReplicaProcesses`) in a replica's environment
+#: to its own pid: the replica stops cleanly once that process is gone, even
+#: if it was SIGKILLed.
+PARENT_ENV = "RSM_EXIT_WITH_PARENT"
+
 #: The values of `ReplicaSettings.cpu_scheduling`.
 CPU_SCHEDULING = ("batch", "normal")
 

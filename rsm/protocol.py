@@ -105,8 +105,8 @@ def decode_submit(frame: bytes) -> tuple[int, bytes] | None:
     (then `decode_request` says what it is, or what is wrong with it). The
     replica's hot path: no `Request` object."""
     try:
-        obj = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_ext_len=0)
-    except Exception:
+        obj = _unpack(frame)
+    except ProtocolError:
         return None
     if (type(obj) is list and len(obj) == 3 and obj[1] == "submit" and type(rid := obj[0]) is int
             and 0 <= rid <= REQUEST_ID_MAX and type(payload := obj[2]) is bytes):

@@ -46,7 +46,14 @@ import msgpack
 
 from rsm import aio
 from rsm.codec import DecodeError, EntriesCache, decode_message, encode_message
-from rsm.config import ClusterConfig, apply_cpu_scheduling, format_address, load_app, load_config
+from rsm.config import (
+    PARENT_ENV,
+    ClusterConfig,
+    apply_cpu_scheduling,
+    format_address,
+    load_app,
+    load_config,
+)
 from rsm.consensus.membership import decode_conf
 from rsm.consensus.node import Node
 from rsm.consensus.ready import Ready
@@ -116,7 +123,6 @@ class Replica:
         self._entries_cache = EntriesCache()  # new entries encoded once for all followers
         #: The CPU scheduling policy in force (`ReplicaSettings.cpu_scheduling`).
         self.cpu_scheduling = "normal"
-        self._now_ms = 0  # the wall clock when the current batch of client requests was read
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -240,17 +246,11 @@ class Replica:
 
     async def _serve_client(self, conn: Connection) -> None:
         while frames := await conn.recv_batch():
-            self._now_ms = _now_ms()  # one clock reading per batch of requests
-            stamp = ENTRY_HEADER.pack(self._now_ms)
-            # The hot path: submits to the leader, within every limit, go
-            # straight to the next proposal; anything else takes _handle.
-            fast = (self.node.role == Role.LEADER
-                    and self._pending() + len(frames) <= self.settings.pending_requests_max)
-            size_max = self.settings.command_bytes_max
-            submits = self._submits
+            stamp = ENTRY_HEADER.pack(_now_ms())  # one clock reading per batch of requests
             for frame in frames:
-                if fast and (submit := decode_submit(frame)) is not None and len(submit[1]) <= size_max:
-                    submits.append((conn, submit[0], stamp + submit[1]))
+                submit = decode_submit(frame)  # the hot path: no Request object
+                if submit is not None:
+                    self._submit(conn, submit[0], submit[1], stamp)
                     continue
                 try:
                     request = decode_request(frame)
@@ -266,7 +266,7 @@ class Replica:
         if request.kind == "status":
             self._reply(conn, rid, Code.OK, self.status())
         elif request.kind == "submit":
-            self._submit(conn, rid, request.payload)
+            self._submit(conn, rid, request.payload, ENTRY_HEADER.pack(_now_ms()))
         elif request.consistency == "stale":
             self._reply(conn, rid, Code.OK, self.host.query(request.payload, timestamp_ms=_now_ms()))
         else:
@@ -275,7 +275,9 @@ class Replica:
     def _pending(self) -> int:
         return len(self._proposals) + len(self._submits) + len(self._reads) + len(self._ready_reads)
 
-    def _submit(self, conn: Connection, rid: int, payload: bytes) -> None:
+    def _submit(self, conn: Connection, rid: int, payload: bytes, stamp: bytes) -> None:
+        """Queue a command for the next proposal, `stamp` (the leader's clock,
+        `ENTRY_HEADER`) in front, unless a limit or the role refuses it."""
         if self.node.role != Role.LEADER:
             self._not_leader(conn, rid)
             return
@@ -288,7 +290,7 @@ class Replica:
             return
         # Proposed together with everything else that arrives in this loop turn
         # (one propose_batch call), just before the driver takes the next batch.
-        self._submits.append((conn, rid, ENTRY_HEADER.pack(self._now_ms) + payload))
+        self._submits.append((conn, rid, stamp + payload))
 
     def _propose_submits(self) -> None:
         submits, self._submits = self._submits, []
@@ -327,17 +329,12 @@ class Replica:
         self._reply(conn, rid, Code.NOT_LEADER, [leader, address])
 
     def _reply(self, conn: Connection, rid: int, code: Code, value: Any) -> None:
+        # An OK answer (the hot path) is encoded without a Response object.
+        frame = encode_ok(rid, value) if code == Code.OK else encode_response(Response(rid, code, value))
         try:
-            conn.send(encode_response(Response(rid, code, value)))
+            conn.send(frame)
         except TransportError:
             self.counters["replies_lost"] += 1  # the client went away; it will retry
-
-    def _reply_ok(self, conn: Connection, rid: int, result: bytes | None) -> None:
-        """`_reply` with Code.OK, without building a `Response` (the hot path)."""
-        try:
-            conn.send(encode_ok(rid, result))
-        except TransportError:
-            self.counters["replies_lost"] += 1
 
     # -------------------------------------------------------------------- driver
     async def _driver(self) -> None:
@@ -353,36 +350,28 @@ class Replica:
         while node.has_ready():
             rd = node.ready()
             persist = rd.must_persist()
-            # Who waits on what decides the order. New entries go to the
-            # followers before our own fsync, so they write in parallel with
-            # us; a follower's acknowledgements go out before it applies, since
-            # the leader's commit waits on them. But a leader's messages that
-            # carry no new entries (commit notices, heartbeats) can wait until
-            # the clients whose commands just committed have their answers
-            # queued: no client waits on those messages. Sending any message
-            # later than the contract allows is always safe.
-            early = rd.messages_now if (persist or rd.role != Role.LEADER) else []
+            leader = rd.role == Role.LEADER
+            # Who waits on what decides the order (sending later than the
+            # contract allows is always safe). New entries go to the followers
+            # before our own fsync, so they write in parallel with us. A
+            # follower's acknowledgements go before it applies: the leader's
+            # commit waits on them. A leader's messages without new entries
+            # (commit notices, heartbeats) go after the answers to the clients
+            # whose commands just committed: nobody waits on them.
+            early, late = (rd.messages_now, []) if persist or not leader else ([], rd.messages_now)
             for msg in early:
                 self._send(msg)
             if early and persist:
-                # Let the transport put the appends on the wire before this
-                # loop blocks in fsync.
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # the transport writes only when this loop yields
             self._persist(rd)
-            if rd.role != Role.LEADER:
+            if not leader:
                 for msg in rd.messages:
                     self._send(msg)
                 if rd.messages and rd.committed_entries:
-                    # The transport writes only when this loop yields: let the
-                    # acknowledgements go before a long apply, or the leader
-                    # waits on our apply as well as on our fsync.
-                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)  # the acknowledgements leave before a long apply
             self._apply(rd)
-            if rd.role == Role.LEADER:
-                if not early:
-                    for msg in rd.messages_now:
-                        self._send(msg)
-                for msg in rd.messages:
+            if leader:
+                for msg in late + rd.messages:
                     self._send(msg)
             self._queue_reads(rd)
             self._note_role(rd)
@@ -446,7 +435,7 @@ class Replica:
                 continue
             conn, rid, proposed_term = waiter
             if term == proposed_term:
-                self._reply_ok(conn, rid, result)
+                self._reply(conn, rid, Code.OK, result)
             else:
                 self._reply(conn, rid, Code.UNAVAILABLE, "leadership changed before the command committed; retry")
 
@@ -586,9 +575,6 @@ async def _run(config_path: str, node_id: str) -> int:
     return code
 
 
-#: Set by a supervisor (`rsm.cli.ReplicaProcesses`) to its pid: the replica
-#: stops cleanly once that process is gone, even if it was SIGKILLed.
-PARENT_ENV = "RSM_EXIT_WITH_PARENT"
 #: How often a supervised replica checks that its supervisor is alive.
 PARENT_CHECK_S = 0.5
 
